@@ -1,0 +1,69 @@
+"""The contract every stage keeps: whatever is sent comes back unchanged."""
+
+import pytest
+import zmq
+
+from support import STAGES, Client
+
+pytestmark = pytest.mark.parametrize("stage", STAGES)
+
+
+def test_req_client_gets_its_message_back(stage, start_server):
+    server = start_server(stage)
+    with Client(server.endpoint, zmq.REQ) as client:
+        assert client.echo([b"hello"]) == [b"hello"]
+
+
+def test_dealer_multipart_frames_come_back_in_order(stage, start_server):
+    server = start_server(stage)
+    frames = [b"one", b"", b"three" * 100, bytes(range(256))]
+    with Client(server.endpoint) as client:
+        assert client.echo(frames) == frames
+
+
+def test_thousand_pipelined_requests_are_all_answered(stage, start_server):
+    server = start_server(stage)
+    with Client(server.endpoint) as client:
+        for i in range(1000):
+            client.socket.send_multipart([b"%d" % i])
+        replies = client.receive_all(1000, timeout_s=10)
+    assert [int(r[0]) for r in replies] == list(range(1000))
+
+
+def test_binds_where_echo_bind_says(stage, start_server):
+    server = start_server(stage, host="127.0.0.7")
+    with Client(server.endpoint) as client:
+        assert client.echo([b"x"]) == [b"x"]
+    with Client(f"tcp://127.0.0.1:{server.port}") as elsewhere:
+        assert elsewhere.echo([b"x"], timeout_ms=300) is None
+
+
+def test_fault_message_is_echoed_when_faults_are_off(stage, start_server):
+    server = start_server(stage)
+    with Client(server.endpoint) as client:
+        assert client.echo([b"__fault__", b"crash"]) == [b"__fault__", b"crash"]
+    assert server.process.poll() is None
+
+
+def test_crash_fault_ends_the_process_with_an_error(stage, start_server):
+    server = start_server(stage, ECHO_FAULTS=1)
+    with Client(server.endpoint) as client:
+        client.socket.send_multipart([b"__fault__", b"crash"])
+        assert server.wait_exit(timeout=10) != 0
+
+
+def test_slow_fault_delays_only_that_reply(stage, start_server):
+    server = start_server(stage, ECHO_FAULTS=1)
+    with Client(server.endpoint) as client:
+        assert client.echo([b"__fault__", b"slow:300"], timeout_ms=100) is None
+        assert client.socket.poll(2000)
+        assert client.socket.recv_multipart() == [b"__fault__", b"slow:300"]
+        assert client.echo([b"fast"], timeout_ms=100) == [b"fast"]
+
+
+def test_hang_fault_freezes_the_loop_but_not_the_process(stage, start_server):
+    server = start_server(stage, ECHO_FAULTS=1)
+    with Client(server.endpoint) as client:
+        client.socket.send_multipart([b"__fault__", b"hang"])
+        assert client.echo([b"anyone?"], timeout_ms=500) is None
+    assert server.process.poll() is None
