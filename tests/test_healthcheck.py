@@ -1,0 +1,55 @@
+"""Stage 03 on: healthcheck.py answers 'is the echo loop alive?' and never hangs."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from support import STAGES_DIR, free_port, stages_from
+
+pytestmark = pytest.mark.parametrize("stage", stages_from("03"))
+
+TIMEOUT_MS = 500
+
+
+def healthcheck(stage, endpoint):
+    """Run the probe as the kubelet would; return (exit code, stderr, seconds)."""
+    env = {**os.environ, "ECHO_BIND": endpoint, "HEALTHCHECK_TIMEOUT_MS": str(TIMEOUT_MS)}
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "healthcheck.py"], cwd=STAGES_DIR / stage, env=env,
+        capture_output=True, text=True, timeout=10,
+    )
+    return result.returncode, result.stderr, time.monotonic() - started
+
+
+def test_healthy_server_passes(stage, start_server):
+    server = start_server(stage)
+    code, stderr, _ = healthcheck(stage, server.endpoint)
+    assert (code, stderr) == (0, "")
+
+
+def test_wildcard_bind_is_probed_on_loopback(stage, start_server):
+    server = start_server(stage)
+    code, _, _ = healthcheck(stage, f"tcp://*:{server.port}")
+    assert code == 0
+
+
+def test_stopped_server_fails_within_the_timeout(stage, start_server):
+    server = start_server(stage)
+    server.send_signal(signal.SIGSTOP)  # frozen: TCP is still accepted by the kernel
+    try:
+        code, stderr, seconds = healthcheck(stage, server.endpoint)
+    finally:
+        server.send_signal(signal.SIGCONT)
+    assert code == 1
+    assert stderr.count("\n") == 1 and "no echo" in stderr
+    assert seconds < TIMEOUT_MS / 1000 + 0.3
+
+
+def test_nothing_listening_fails(stage):
+    code, stderr, _ = healthcheck(stage, f"tcp://127.0.0.1:{free_port()}")
+    assert code == 1 and "no echo" in stderr
