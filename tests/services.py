@@ -9,7 +9,8 @@ import os
 import shutil
 import socket
 import subprocess
-import time
+from urllib.parse import urlencode
+from urllib.request import urlopen
 
 import pytest
 
@@ -75,3 +76,49 @@ def rsyslog(tmp_path):
     receiver = Rsyslog(tmp_path)
     yield receiver
     receiver.stop()
+
+
+class Prometheus:
+    """A real Prometheus server on loopback, scraping the given targets every second."""
+
+    def __init__(self, workdir, targets):
+        self.port = free_port()
+        config = workdir / "prometheus.yml"
+        config.write_text(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+            "scrape_configs:\n  - job_name: echo\n    static_configs:\n"
+            f"      - targets: {json.dumps(targets)}\n"
+        )
+        binary = require_program("prometheus", "prometheus")
+        self.process = subprocess.Popen(
+            [binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    def query(self, expression):
+        """The instant vector's values, or [] while the server is not up yet."""
+        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urlencode({"query": expression})
+        try:
+            with urlopen(url, timeout=2) as response:
+                body = json.load(response)
+        except OSError:
+            return []
+        return [float(sample["value"][1]) for sample in body["data"]["result"]]
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(10)
+
+
+@pytest.fixture
+def start_prometheus(tmp_path):
+    servers = []
+
+    def start(targets):
+        servers.append(Prometheus(tmp_path, targets))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()

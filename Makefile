@@ -1,0 +1,30 @@
+# The workshop's commands. On a fresh machine: `make demo`, then `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.DEFAULT_GOAL := help
+.PHONY: help setup system-packages demo test diff
+
+help: ## List the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+setup: $(VENV)/.installed ## Create .venv with the pinned dependencies
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	touch $@
+
+system-packages: ## Install the Debian packages the tests use (root with apt)
+	@scripts/install-system-packages.sh
+
+demo: setup ## Run every stage and show what each one adds
+	$(PY) -m workshop demo
+
+test: setup system-packages ## Run the whole test suite
+	$(PY) -m pytest
+
+diff: ## Show what a stage adds: make diff FROM=03 TO=04
+	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make diff FROM=03 TO=04"; exit 2; }
+	@diff -ru -x __pycache__ stages/$(FROM)-* stages/$(TO)-*; test $$? -le 1
