@@ -2,9 +2,11 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# podman reads its settings for this machine kind from the repository.
+export CONTAINERS_CONF := $(CURDIR)/containers/containers.conf
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-packages demo test diff
+.PHONY: help setup system-packages demo test test-containers diff
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -22,8 +24,11 @@ system-packages: ## Install the Debian packages the tests use (root with apt)
 demo: setup ## Run every stage and show what each one adds
 	$(PY) -m workshop demo
 
-test: setup system-packages ## Run the whole test suite
+test: setup system-packages ## Run the whole test suite (containers included)
 	$(PY) -m pytest
+
+test-containers: setup system-packages ## Build the five images with podman and test them
+	$(PY) -m pytest -m containers
 
 diff: ## Show what a stage adds: make diff FROM=03 TO=04
 	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make diff FROM=03 TO=04"; exit 2; }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the Debian packages the tests drive for real: Prometheus, rsyslog.
+# Install the Debian packages the tests drive for real: Prometheus, rsyslog,
+# podman (with runc and debootstrap, to build the images without a registry).
 # Runs only as root on a machine with apt; elsewhere it says what is missing,
 # and those tests skip (or fail, under CI=true).
 set -euo pipefail
@@ -7,6 +8,9 @@ set -euo pipefail
 declare -A package_of=(
   [prometheus]=prometheus
   [rsyslogd]=rsyslog
+  [podman]=podman
+  [runc]=runc
+  [debootstrap]=debootstrap
 )
 
 missing=()
