@@ -1,0 +1,71 @@
+"""What every backend offers the scenarios: one interface, two implementations."""
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+
+@dataclass
+class PodStatus:
+    name: str
+    address: str          # the ZeroMQ endpoint of the pod
+    ready: bool
+    terminating: bool
+    restarts: int
+    current: bool         # runs the Deployment's current template
+    metrics_url: str | None = None
+
+
+class Backend(ABC):
+    """A stage's Deployment on some cluster. `feed` is its EndpointFeed."""
+
+    name = "backend"
+    feed = None
+
+    @abstractmethod
+    def deploy(self, stage, env=None, timeout=60):
+        """Apply the stage's manifests (env added to the container), wait for
+        the rollout, return how long it took in seconds."""
+
+    @abstractmethod
+    def rollout_restart(self, env=None):
+        """Replace every pod with a new revision (optionally with more env)."""
+
+    @abstractmethod
+    def scale(self, replicas):
+        ...
+
+    @abstractmethod
+    def delete_pod(self, name):
+        ...
+
+    @abstractmethod
+    def rollout_complete(self):
+        """Every pod runs the current template, is ready, and there are `replicas`."""
+
+    @abstractmethod
+    def pods(self):
+        """PodStatus of every pod, terminating ones included."""
+
+    @abstractmethod
+    def logs(self, pod_name):
+        ...
+
+    @abstractmethod
+    def close(self):
+        ...
+
+    def wait_rollout(self, timeout):
+        """Seconds until the rollout completed; TimeoutError after `timeout`."""
+        started = time.monotonic()
+        while not self.rollout_complete():
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(f"rollout not complete after {timeout} s: {self.pods()}")
+            time.sleep(0.05)  # a bounded poll of the cluster's state
+        return time.monotonic() - started
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

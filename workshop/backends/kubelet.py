@@ -1,0 +1,270 @@
+"""One pod on the local "node": the part of the kubelet the lessons depend on.
+
+A Pod owns one container (a StageProcess) and advances through its life in
+`tick()`, called from the local backend's control thread: start, probes
+(startup gates readiness and liveness), restart with back-off, kill on
+liveness failure, and termination (preStop, SIGTERM, SIGKILL at the end of
+the grace period). Probes run on a thread pool so a slow exec probe never
+stalls the control loop.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from ..process import StageProcess
+from ..stages import stage_dir
+
+BACKOFF_MAX_S = 300       # the kubelet's cap on CrashLoopBackOff
+BACKOFF_RESET_S = 600     # running this long forgets earlier crashes
+KILL_EXTRA_S = 2          # the kubelet's extra grace when preStop used it all
+
+
+def local_command(command):
+    """The container's `python` is this interpreter (the venv's) here."""
+    return [sys.executable if command[0] == "python" else command[0], *command[1:]]
+
+
+class ProbeState:
+    def __init__(self, probe, container_started_at):
+        self.probe = probe
+        self.next_due = container_started_at + probe.initial_delay_s
+        self.successes = 0
+        self.failures = 0
+        self.pending = None  # a Future while a check runs
+
+    def collect(self):
+        """The finished check's result (True/False), or None if none finished."""
+        if self.pending is None or not self.pending.done():
+            return None
+        ok = self.pending.result()
+        self.pending = None
+        self.successes, self.failures = (self.successes + 1, 0) if ok else (0, self.failures + 1)
+        return ok
+
+
+class Termination:
+    """preStop, then SIGTERM, then SIGKILL when the grace period is over."""
+
+    def __init__(self, pod, now):
+        self.pod = pod
+        self.deadline = now + pod.spec.grace_s
+        self.pre_stop = None
+        self.kill_at = None
+        if pod.spec.pre_stop and pod.container.running():
+            self.pre_stop = subprocess.Popen(local_command(pod.spec.pre_stop), cwd=stage_dir(pod.spec.stage),
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def tick(self, now):
+        """Advance; return True once the container has stopped."""
+        container = self.pod.container
+        if self.pre_stop is not None:
+            if self.pre_stop.poll() is None and now < self.deadline and container.running():
+                return False
+            if self.pre_stop.poll() is None:
+                self.pre_stop.kill()
+            self.pre_stop.wait()
+            self.pre_stop = None
+        if self.kill_at is None:
+            container.signal(signal.SIGTERM)
+            self.kill_at = max(self.deadline, now + KILL_EXTRA_S) if now >= self.deadline else self.deadline
+            self.pod.event("sigterm")
+        if not container.running():
+            return True
+        if now >= self.kill_at:
+            container.kill()
+            self.pod.event("sigkill")
+            return True
+        return False
+
+    def abort(self):
+        if self.pre_stop is not None and self.pre_stop.poll() is None:
+            self.pre_stop.kill()
+            self.pre_stop.wait()
+
+
+class Pod:
+    def __init__(self, name, spec, revision, env, host, port, log_path, probe_pool, record, backoff_initial_s):
+        self.name = name
+        self.spec = spec
+        self.revision = revision
+        self.host, self.port = host, port
+        self.address = f"tcp://{host}:{port}"
+        self.env = {**spec.env, **env, "ECHO_BIND": self.address}
+        self.log_path = log_path
+        self.probe_pool = probe_pool
+        self.record = record
+        self.backoff_initial_s = backoff_initial_s
+        self.container = None
+        self.container_started_at = None
+        self.restarts = 0
+        self.crashes_in_a_row = 0
+        self.restart_at = time.monotonic()
+        self.started = self.ready = False
+        self.probes = {}
+        self.killing = None     # a Termination of the container (liveness) or of the pod
+        self.deleted = False
+        self.gone = False
+        self.metrics_port = None
+
+    # -- what the endpoints controller and the deployment controller read --
+
+    @property
+    def serving(self):
+        return self.ready and not self.deleted and self.killing is None
+
+    def metrics_address(self):
+        return f"http://{self.host}:{self.metrics_port}/metrics" if self.metrics_port else None
+
+    def event(self, what):
+        self.record(self.name, what)
+
+    # -- the kubelet's loop for this pod --
+
+    def tick(self, now):
+        if self.gone:
+            return
+        if self.killing is not None:
+            if self.killing.tick(now):
+                self._container_stopped(now, killed=True)
+            return
+        if self.container is None:
+            if self.deleted:
+                self._finish()
+            elif now >= self.restart_at:
+                self._start_container(now)
+            return
+        if not self.container.running():
+            self.event(f"exited {self.container.exit_code()}")
+            self._container_stopped(now, killed=False)
+            return
+        self._run_probes(now)
+
+    def delete(self, now):
+        """Pod deletion: out of the endpoints at once, then terminate."""
+        if self.deleted:
+            return
+        self.deleted = True
+        self.event("deleted")
+        self._set_ready(False)
+        if self.container is not None and self.killing is None:
+            self.killing = Termination(self, now)
+
+    def force_stop(self):
+        """Driver shutdown: kill everything now, no grace."""
+        if self.killing is not None:
+            self.killing.abort()
+        if self.container is not None:
+            self.container.kill()
+        self.gone = True
+
+    def _start_container(self, now):
+        env = dict(self.env)
+        if "METRICS_PORT" in env:
+            # prometheus_client binds every interface: one port per replica here.
+            env["METRICS_PORT"] = str(free_port())
+        self.metrics_port = env.get("METRICS_PORT")
+        self.container = StageProcess(self.spec.stage, env, self.log_path).start()
+        self.container_started_at = now
+        self.started = self.spec.startup is None
+        self.probes = {kind: ProbeState(probe, now) for kind, probe in (
+            ("startup", self.spec.startup), ("readiness", self.spec.readiness),
+            ("liveness", self.spec.liveness)) if probe}
+        self.event("started")
+        if self.started and self.spec.readiness is None:
+            self._set_ready(True)  # no readiness probe: ready as soon as it runs
+
+    def _container_stopped(self, now, killed):
+        ran_for = now - self.container_started_at
+        self.killing = None
+        self._set_ready(False)
+        self.container.kill()  # reap
+        self.container = None
+        if self.deleted:
+            self._finish()
+            return
+        if ran_for >= BACKOFF_RESET_S:
+            self.crashes_in_a_row = 0
+        # CrashLoopBackOff: restart at once the first time, then 10 s, 20 s, ...
+        delay = 0 if self.crashes_in_a_row == 0 else min(
+            self.backoff_initial_s * 2 ** (self.crashes_in_a_row - 1), BACKOFF_MAX_S)
+        self.crashes_in_a_row += 1
+        self.restarts += 1
+        self.restart_at = now + delay
+        self.event(f"restart in {delay:g} s" + (" (killed)" if killed else ""))
+
+    def _finish(self):
+        self.gone = True
+        self.event("gone")
+
+    def _set_ready(self, ready):
+        if ready != self.ready:
+            self.ready = ready
+            self.event("ready" if ready else "unready")
+
+    def _run_probes(self, now):
+        for kind, state in self.probes.items():
+            if kind != "startup" and not self.started:
+                continue
+            if kind == "startup" and self.started:
+                continue
+            ok = state.collect()
+            if ok is not None:
+                self._apply(kind, state, ok, now)
+                if self.killing is not None:
+                    return
+            if state.pending is None and now >= state.next_due:
+                state.next_due = now + state.probe.period_s
+                state.pending = self.probe_pool.submit(run_probe, state.probe, self.host, self.port,
+                                                       self.env, self.spec)
+
+    def _apply(self, kind, state, ok, now):
+        probe = state.probe
+        if kind == "startup":
+            if ok:
+                self.started = True
+                self.event("startup probe passed")
+                if self.spec.readiness is None:
+                    self._set_ready(True)
+            elif state.failures >= probe.failure_threshold:
+                self._kill_container(now, "startup probe failed")
+        elif kind == "readiness":
+            if ok and state.successes >= probe.success_threshold:
+                self._set_ready(True)
+            elif not ok and state.failures >= probe.failure_threshold:
+                self._set_ready(False)
+        elif kind == "liveness" and not ok and state.failures >= probe.failure_threshold:
+            self._kill_container(now, "liveness probe failed")
+
+    def _kill_container(self, now, reason):
+        self.event(reason)
+        self._set_ready(False)
+        self.killing = Termination(self, now)
+
+
+def run_probe(probe, host, port, env, spec):
+    """One check, as the kubelet does it: a TCP connect, or a command in the
+    container's environment that must exit 0 within the timeout."""
+    if probe.tcp_port is not None:
+        target = port if probe.tcp_port == spec.echo_port else probe.tcp_port
+        try:
+            with socket.create_connection((host, target), timeout=probe.timeout_s):
+                return True
+        except OSError:
+            return False
+    try:
+        result = subprocess.run(local_command(probe.command), cwd=stage_dir(spec.stage),
+                                env={**os.environ, **env},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=probe.timeout_s)
+    except subprocess.TimeoutExpired:
+        return False
+    return result.returncode == 0
+
+
+def free_port(host="127.0.0.1"):
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]

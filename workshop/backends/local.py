@@ -1,0 +1,220 @@
+"""The local backend: a stage's Deployment as real processes on this machine.
+
+It reads the stage's rendered manifests and approximates, for one machine,
+what the kubelet, the Deployment controller and the EndpointSlice controller
+do with them:
+
+- `replicas` pods, each a real `python echo_server.py` on its own loopback
+  address (127.0.0.2, 127.0.0.3, ... on one port, like pod IPs), or, where
+  only 127.0.0.1 exists (macOS by default), on distinct ports;
+- the container's env; startup, readiness and liveness probes (tcpSocket and
+  exec) with their period, timeout and thresholds; restart policy Always with
+  CrashLoopBackOff (at once, then 10 s, 20 s, ... up to 300 s);
+- termination: out of the endpoints at once, preStop, SIGTERM, SIGKILL when
+  terminationGracePeriodSeconds runs out; liveness failures kill the same way;
+- rolling updates honouring maxSurge and maxUnavailable; scale; delete a pod;
+- the endpoint feed: ready, non-terminating pods, published after a
+  propagation delay (default 0.5 s) that stands for the time the endpoints
+  controller and a watcher take to learn of a change — the race that stage
+  04's preStop sleep exists for.
+
+What it does not do: containers are plain processes, not PID 1 (so stages
+01-03 die at once on SIGTERM here, where a container would ignore it until
+SIGKILL); no resource limits, images, volumes, security contexts, nodes or
+scheduling; no Service virtual IP (clients connect to pod addresses); probe
+timing is as precise as a 20 ms control loop; a pod whose container is being
+killed after a liveness failure leaves the endpoints at once.
+
+Every process it starts is killed by `close()`, which the CLI also runs on
+Ctrl-C and SIGTERM.
+"""
+
+import itertools
+import secrets
+import socket
+import tempfile
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from ..feed import Endpoint, EndpointFeed
+from ..manifests import load_stage
+from .base import Backend, PodStatus
+from .kubelet import Pod, free_port
+
+TICK_S = 0.02
+
+
+def loopback_aliases_work():
+    """Linux routes all of 127.0.0.0/8 to loopback; macOS only 127.0.0.1."""
+    try:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.2", 0))
+        return True
+    except OSError:
+        return False
+
+
+class AddressPool:
+    """Pod addresses: a fresh loopback IP per pod on one port, or, without
+    aliases, 127.0.0.1 with a fresh port per pod."""
+
+    def __init__(self, port=None):
+        self.aliases = loopback_aliases_work()
+        self.port = port or free_port()
+        self._hosts = itertools.cycle(f"127.0.0.{n}" for n in range(2, 255))
+
+    def take(self, in_use):
+        if not self.aliases:
+            return "127.0.0.1", free_port()
+        for host in self._hosts:
+            if host not in in_use:
+                return host, self.port
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    def __init__(self, workdir=None, port=None, propagation_s=0.5, backoff_initial_s=10):
+        self.feed = EndpointFeed()
+        self.propagation_s = propagation_s
+        self.backoff_initial_s = backoff_initial_s
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="echo-local-")
+        self.workdir = Path(workdir or self._tmp.name)
+        self._addresses = AddressPool(port)
+        self._probe_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="probe")
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread = None
+        self._pods = {}
+        self._events = []
+        self._publications = deque()
+        self._last_truth = frozenset()
+        self.spec = None
+        self.replicas = 0
+        self.revision = 0
+        self.template_env = {}
+        self.started_at = time.monotonic()
+
+    # -- the Backend interface --
+
+    def deploy(self, stage, env=None, timeout=60):
+        with self._lock:
+            self.spec = load_stage(stage)
+            self.replicas = self.spec.replicas
+            self.template_env = dict(env or {})
+            self.revision += 1
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._control_loop, name="local-control", daemon=True)
+            self._thread.start()
+        return self.wait_rollout(timeout)
+
+    def rollout_restart(self, env=None):
+        with self._lock:
+            self.template_env.update(env or {})
+            self.revision += 1
+
+    def scale(self, replicas):
+        with self._lock:
+            self.replicas = replicas
+
+    def delete_pod(self, name):
+        with self._lock:
+            self._pods[name].delete(time.monotonic())
+
+    def rollout_complete(self):
+        with self._lock:
+            live = [p for p in self._pods.values() if not p.deleted]
+            return (len(live) == self.replicas and all(p.revision == self.revision and p.ready for p in live))
+
+    def pods(self):
+        with self._lock:
+            return [PodStatus(p.name, p.address, p.ready, p.deleted or p.killing is not None,
+                              p.restarts, p.revision == self.revision, p.metrics_address())
+                    for p in self._pods.values()]
+
+    def logs(self, pod_name):
+        path = self.workdir / f"{pod_name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def all_logs(self):
+        return {p.stem: p.read_text(errors="replace") for p in sorted(self.workdir.glob("*.log"))}
+
+    def events(self):
+        with self._lock:
+            return list(self._events)
+
+    def close(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with self._lock:
+            for pod in self._pods.values():
+                pod.force_stop()
+            self._pods.clear()
+        self._probe_pool.shutdown(wait=True, cancel_futures=True)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    # -- the control loop: kubelet, Deployment controller, endpoints --
+
+    def _control_loop(self):
+        while not self._stop.is_set():
+            with self._lock:
+                now = time.monotonic()
+                for pod in list(self._pods.values()):
+                    pod.tick(now)
+                    if pod.gone:
+                        del self._pods[pod.name]
+                self._reconcile(now)
+                self._publish_endpoints(now)
+            self._stop.wait(TICK_S)  # the loop's pace
+
+    def _record(self, pod_name, what):
+        self._events.append((time.monotonic() - self.started_at, pod_name, what))
+
+    def _create_pod(self):
+        in_use = {p.host for p in self._pods.values()}
+        host, port = self._addresses.take(in_use)
+        name = f"{self.spec.name}-r{self.revision}-{secrets.token_hex(3)}"
+        pod = Pod(name, self.spec, self.revision, self.template_env, host, port,
+                  self.workdir / f"{name}.log", self._probe_pool, self._record, self.backoff_initial_s)
+        self._pods[name] = pod
+        self._record(name, f"created at {pod.address}")
+
+    def _reconcile(self, now):
+        """The Deployment controller: scale, and roll pods of an older revision
+        over to the current one within maxSurge and maxUnavailable."""
+        if self.spec is None:
+            return
+        live = [p for p in self._pods.values() if not p.deleted]
+        new = [p for p in live if p.revision == self.revision]
+        old = [p for p in live if p.revision != self.revision]
+        if not old:
+            for _ in range(self.replicas - len(new)):
+                self._create_pod()
+            surplus = sorted(new, key=lambda p: (p.ready, -p.restarts))[:max(0, len(new) - self.replicas)]
+            for pod in surplus:
+                pod.delete(now)
+            return
+        room = self.replicas + self.spec.max_surge - len(live)
+        for _ in range(max(0, min(room, self.replicas - len(new)))):
+            self._create_pod()
+        available = sum(p.ready for p in live)
+        min_available = self.replicas - self.spec.max_unavailable
+        for pod in sorted(old, key=lambda p: p.ready):  # unready ones go first, at no cost
+            if not pod.ready:
+                pod.delete(now)
+            elif available - 1 >= min_available:
+                pod.delete(now)
+                available -= 1
+
+    def _publish_endpoints(self, now):
+        truth = frozenset(Endpoint(p.name, p.address) for p in self._pods.values() if p.serving)
+        if truth != self._last_truth:
+            self._last_truth = truth
+            self._publications.append((now + self.propagation_s, truth))
+        while self._publications and self._publications[0][0] <= now:
+            self.feed.publish(self._publications.popleft()[1])

@@ -1,0 +1,138 @@
+"""A stage's manifests, rendered and read into what a backend needs to honour.
+
+Rendering uses `kubectl kustomize` when kubectl is installed (a workshop
+prerequisite). Without it, a built-in reader handles the subset our
+kustomizations use (`resources` files and `namespace`) and refuses anything
+else, so the local backend still runs on a laptop with Python only.
+"""
+
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+
+import yaml
+
+from .stages import stage_dir
+
+SUPPORTED_KUSTOMIZE_KEYS = {"apiVersion", "kind", "namespace", "resources"}
+
+
+def render(kustomization_dir):
+    """The objects `kubectl apply -k kustomization_dir` would apply."""
+    kubectl = shutil.which("kubectl")
+    if kubectl:
+        text = subprocess.run([kubectl, "kustomize", str(kustomization_dir)], capture_output=True,
+                              text=True, timeout=60, check=True).stdout
+        return [doc for doc in yaml.safe_load_all(text) if doc]
+    return render_without_kubectl(kustomization_dir)
+
+
+def render_without_kubectl(kustomization_dir):
+    kustomization = yaml.safe_load((kustomization_dir / "kustomization.yaml").read_text())
+    unsupported = set(kustomization) - SUPPORTED_KUSTOMIZE_KEYS
+    if unsupported:
+        raise ValueError(f"{kustomization_dir}: install kubectl to render {sorted(unsupported)}")
+    objects = []
+    for resource in kustomization["resources"]:
+        for obj in filter(None, yaml.safe_load_all((kustomization_dir / resource).read_text())):
+            if "namespace" in kustomization and obj["kind"] != "Namespace":
+                obj.setdefault("metadata", {})["namespace"] = kustomization["namespace"]
+            objects.append(obj)
+    return objects
+
+
+@dataclass
+class Probe:
+    """One probe as the kubelet runs it; defaults are Kubernetes' own."""
+
+    tcp_port: int | None = None
+    command: list | None = None
+    initial_delay_s: float = 0
+    period_s: float = 10
+    timeout_s: float = 1
+    success_threshold: int = 1
+    failure_threshold: int = 3
+
+    @classmethod
+    def from_spec(cls, spec, ports):
+        if spec is None:
+            return None
+        tcp = spec.get("tcpSocket")
+        port = tcp and tcp["port"]
+        return cls(
+            tcp_port=ports.get(port, port) if tcp else None,
+            command=spec.get("exec", {}).get("command"),
+            initial_delay_s=spec.get("initialDelaySeconds", 0),
+            period_s=spec.get("periodSeconds", 10),
+            timeout_s=spec.get("timeoutSeconds", 1),
+            success_threshold=spec.get("successThreshold", 1),
+            failure_threshold=spec.get("failureThreshold", 3),
+        )
+
+
+@dataclass
+class StageSpec:
+    """What the Deployment of a stage asks for, in the terms a backend needs."""
+
+    stage: str
+    namespace: str
+    name: str
+    replicas: int
+    image: str
+    env: dict
+    ports: dict                      # port name -> containerPort
+    startup: Probe | None = None
+    readiness: Probe | None = None
+    liveness: Probe | None = None
+    pre_stop: list | None = None      # exec command
+    grace_s: float = 30
+    max_surge: int = 1
+    max_unavailable: int = 0
+    labels: dict = field(default_factory=dict)
+
+    @property
+    def echo_port(self):
+        return self.ports["zmq"]
+
+
+def rolling_update_numbers(strategy, replicas):
+    """maxSurge and maxUnavailable as counts (Kubernetes defaults: 25% each;
+    percentages round surge up and unavailability down)."""
+    rolling = strategy.get("rollingUpdate", {})
+
+    def count(value, round_up):
+        if isinstance(value, str) and value.endswith("%"):
+            exact = replicas * int(value[:-1]) / 100
+            return int(-(-exact // 1)) if round_up else int(exact)
+        return int(value)
+
+    return count(rolling.get("maxSurge", "25%"), True), count(rolling.get("maxUnavailable", "25%"), False)
+
+
+def load_stage(stage):
+    """Render a stage's kustomization and read its Deployment."""
+    objects = render(stage_dir(stage) / "k8s")
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+    pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command")
+    replicas = deployment["spec"].get("replicas", 1)
+    surge, unavailable = rolling_update_numbers(deployment["spec"].get("strategy", {}), replicas)
+    return StageSpec(
+        stage=stage_dir(stage).name,
+        namespace=deployment["metadata"].get("namespace", "default"),
+        name=deployment["metadata"]["name"],
+        replicas=replicas,
+        image=container["image"],
+        env={e["name"]: e["value"] for e in container.get("env", []) if "value" in e},
+        ports=ports,
+        startup=Probe.from_spec(container.get("startupProbe"), ports),
+        readiness=Probe.from_spec(container.get("readinessProbe"), ports),
+        liveness=Probe.from_spec(container.get("livenessProbe"), ports),
+        pre_stop=pre_stop,
+        grace_s=pod.get("terminationGracePeriodSeconds", 30),
+        max_surge=surge,
+        max_unavailable=unavailable,
+        labels=deployment["spec"]["selector"]["matchLabels"],
+    )
