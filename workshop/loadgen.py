@@ -13,6 +13,7 @@ DEALER to one address (a Service) and never looks at the feed.
 """
 
 import itertools
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -53,9 +54,9 @@ class LoadGenerator:
         self.naive_address = naive_address
 
     def run(self, duration_s, during=None):
-        """Send for `duration_s`, then wait up to `timeout_s` for the last
-        replies. `during(elapsed)` is called about every 10 ms, for scenarios
-        to act while the load runs."""
+        """Send for at most `duration_s`, then wait up to `timeout_s` for the
+        last replies. `during(elapsed)` is called about every 10 ms, for
+        scenarios to act while the load runs; returning True stops sending."""
         run = _Run(self)
         try:
             return run.loop(duration_s, during)
@@ -166,21 +167,22 @@ class _Run:
 
     # -- the loop --
 
-    def loop(self, duration_s, during):
+    def loop(self, end_s, during):
         next_send = 0.0
         next_hook = 0.0
         interval = 1 / self.spec.rate if self.spec.rate else 0
         while True:
             now = self.now()
-            sending = now < duration_s
+            if during is not None and now >= next_hook and now < end_s:
+                if during(now):
+                    end_s = now
+                next_hook = now + 0.01
+            sending = now < end_s
             if not sending and not self.outstanding:
                 break
-            if not sending and now > duration_s + self.spec.timeout_s * (self.spec.retries + 1) + 1:
+            if not sending and now > end_s + self.spec.timeout_s * (self.spec.retries + 1) + 1:
                 break
             self.follow_feed()
-            if during is not None and now >= next_hook:
-                during(now)
-                next_hook = now + 0.01
             if sending:
                 if self.spec.rate:
                     while next_send <= now:
@@ -189,8 +191,10 @@ class _Run:
                 elif self.active:
                     while len(self.outstanding) < self.spec.window:
                         self.send()
-            wait_s = max(0.0, min(next_send - self.now(), 0.005)) if sending and self.spec.rate else 0.005
-            for sock, _ in self.poller.poll(wait_s * 1000):
+            # Sleep in poll until the next send is due; zmq_poll counts whole
+            # milliseconds, and 0 would spin.
+            wait_ms = min(5, math.ceil((next_send - self.now()) * 1000)) if sending and self.spec.rate else 5
+            for sock, _ in self.poller.poll(max(1, wait_ms)):
                 self.receive(sock)
             self.expire()
             self.close_idle()

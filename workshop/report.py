@@ -1,0 +1,120 @@
+"""The scoreboard: results -> a table for the terminal, a Markdown report and
+a PNG plot. Built from the result records only, never from logs."""
+
+import json
+from pathlib import Path
+
+LOST_BAND_MS = 200_000  # where lost requests are drawn: far above any latency
+
+LESSONS = {
+    "steady": "Nothing happens. The baseline: every stage answers in well under a millisecond.",
+    "rolling-restart": "Every replica replaced under load. Stages without a SIGTERM handler die with "
+                       "their queues; 04+ keep serving through preStop, then drain: 0 lost.",
+    "pod-kill": "One replica deleted. The same lesson as the rollout, for one pod.",
+    "crash": "A crash fault. Every stage is restarted; from 02 the crash is ONE log record "
+             "carrying its traceback instead of a dozen loose lines.",
+    "hang": "A hang fault: the process lives, its loop does not. 01-02 keep receiving traffic "
+            "until the end; 03+ are taken out of rotation once liveness fails.",
+    "slow-start": "A rollout to replicas that need 2 s to start. Without a readiness probe (01-02) "
+                  "requests wait for the socket; 03+ send nothing before it is ready.",
+    "scale-down": "Two of three replicas removed under load: again, 04+ lose nothing.",
+}
+
+
+def cell(result):
+    """The one thing to read in a scoreboard cell for this scenario."""
+    r = result
+    if r.scenario == "steady":
+        return f"p99 {r.p99_ms:.2f} ms" if r.p99_ms is not None else "no answer"
+    if r.scenario == "crash":
+        return f"{r.restarts} restart, {r.crash_log_records} log rec."
+    if r.scenario == "hang":
+        out = f"out after {r.recover_s:.1f} s" if r.recover_s is not None else "never out"
+        return f"lost {r.lost}, {out}"
+    if r.scenario == "slow-start":
+        return f"max {r.max_ms:.0f} ms, {r.slow} slow, lost {r.lost}"
+    return f"lost {r.lost}/{r.sent}"
+
+
+def scoreboard(results):
+    """A plain-text table: stages down, scenarios across."""
+    stages = sorted({r.stage for r in results})
+    scenarios = list(dict.fromkeys(r.scenario for r in results))
+    by_pair = {(r.stage, r.scenario): r for r in results}
+    rows = [["stage", *scenarios]] + [
+        [stage, *(cell(by_pair[(stage, s)]) if (stage, s) in by_pair else "-" for s in scenarios)]
+        for stage in stages]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(text.ljust(width) for text, width in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown(results, backend, plot_name=None):
+    stages = sorted({r.stage for r in results})
+    scenarios = list(dict.fromkeys(r.scenario for r in results))
+    by_pair = {(r.stage, r.scenario): r for r in results}
+    out = [f"# Scoreboard ({backend} backend)", "",
+           "| stage | " + " | ".join(scenarios) + " |",
+           "|---" * (len(scenarios) + 1) + "|"]
+    for stage in stages:
+        cells = [cell(by_pair[(stage, s)]) if (stage, s) in by_pair else "-" for s in scenarios]
+        out.append(f"| {stage} | " + " | ".join(cells) + " |")
+    if plot_name:
+        out += ["", f"![latency over time, lost requests marked]({plot_name})"]
+    out += ["", "## What each scenario shows", ""]
+    out += [f"- **{name}**: {LESSONS[name]}" for name in scenarios]
+    out += ["", "## Every number", "",
+            "| scenario | stage | sent | answered | lost | p50 ms | p99 ms | max ms | slow | recover s "
+            "| rollout s | restarts |", "|---" * 12 + "|"]
+    for r in results:
+        out.append(f"| {r.scenario} | {r.stage} | {r.sent} | {r.answered} | {r.lost} | {r.p50_ms} | "
+                   f"{r.p99_ms} | {r.max_ms} | {r.slow} | {r.recover_s} | {r.rollout_s} | {r.restarts} |")
+    return "\n".join(out) + "\n"
+
+
+def plot(results, path):
+    """Latency over time per scenario, one colour per stage; lost requests as
+    marks in a band above the latencies, one row per stage."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = list(dict.fromkeys(r.scenario for r in results))
+    stages = sorted({r.stage for r in results})
+    colours = dict(zip(stages, plt.get_cmap("tab10").colors))
+    columns = 2
+    rows = (len(scenarios) + columns - 1) // columns
+    figure, axes = plt.subplots(rows, columns, figsize=(13, 3.2 * rows), squeeze=False)
+    for ax, scenario in zip(axes.flat, scenarios):
+        for r in (r for r in results if r.scenario == scenario):
+            answered = [(t, ms) for t, ms in r.timeline if ms is not None]
+            lost = [t for t, ms in r.timeline if ms is None]
+            if answered:
+                ax.plot(*zip(*answered), ".", markersize=1.5, color=colours[r.stage], label=r.stage)
+            if lost:
+                row = LOST_BAND_MS / 1.8 ** stages.index(r.stage)
+                ax.plot(lost, [row] * len(lost), "|", markersize=5, color=colours[r.stage])
+        ax.axhline(LOST_BAND_MS / 1.8 ** len(stages), color="grey", linewidth=0.5)
+        ax.set_yscale("log")
+        ax.set_ylim(0.05, LOST_BAND_MS * 2)
+        ax.set_title(f"{scenario} (above the line: lost requests, a row per stage)", fontsize=10)
+        ax.set_xlabel("time since load started (s)")
+        ax.set_ylabel("latency (ms)")
+    for ax in axes.flat[len(scenarios):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="upper right", markerscale=8)
+    figure.tight_layout(rect=(0, 0, 0.93, 1))
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def write(results, directory, backend):
+    """results.json, report.md and scoreboard.png under `directory`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "results.json").write_text(json.dumps([r.to_dict() for r in results]))
+    plot(results, directory / "scoreboard.png")
+    (directory / "report.md").write_text(markdown(results, backend, "scoreboard.png"))
+    return directory / "report.md"
