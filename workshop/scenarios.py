@@ -243,7 +243,11 @@ class Hang(Scenario):
         return False  # run the full time: 01-02 never recover, and that is the point
 
     def finish(self):
-        to_hung = [s for s in self.samples if s[2] == self.victim_address and s[0] >= self.event_t]
+        """Requests sent to the victim from its first loss on: the loop froze
+        a moment after the fault was sent, not at the moment itself."""
+        to_victim = [s for s in self.samples if s[2] == self.victim_address and s[0] >= self.event_t]
+        first_lost = next((i for i, s in enumerate(to_victim) if s[1] is None), len(to_victim))
+        to_hung = to_victim[first_lost:]
         self.result.sent_to_hung = len(to_hung)
         self.result.lost_to_hung = sum(s[1] is None for s in to_hung)
 

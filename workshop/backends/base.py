@@ -25,7 +25,8 @@ class Backend(ABC):
     @abstractmethod
     def deploy(self, stage, env=None, timeout=60):
         """Apply the stage's manifests (env added to the container), wait for
-        the rollout, return how long it took in seconds."""
+        the rollout and for the feed to list every replica; return how long
+        that took in seconds."""
 
     @abstractmethod
     def rollout_restart(self, env=None):
@@ -63,6 +64,10 @@ class Backend(ABC):
                 raise TimeoutError(f"rollout not complete after {timeout} s: {self.pods()}")
             time.sleep(0.05)  # a bounded poll of the cluster's state
         return time.monotonic() - started
+
+    def wait_endpoints(self, count, timeout):
+        if not self.feed.wait_until(lambda endpoints: len(endpoints) == count, timeout):
+            raise TimeoutError(f"the feed did not list {count} endpoints within {timeout} s")
 
     def __enter__(self):
         return self

@@ -109,7 +109,10 @@ class LocalBackend(Backend):
         if self._thread is None:
             self._thread = threading.Thread(target=self._control_loop, name="local-control", daemon=True)
             self._thread.start()
-        return self.wait_rollout(timeout)
+        started = time.monotonic()
+        self.wait_rollout(timeout)
+        self.wait_endpoints(self.replicas, timeout)
+        return time.monotonic() - started
 
     def rollout_restart(self, env=None):
         with self._lock:

@@ -1,0 +1,165 @@
+"""The local backend honours the manifests with real processes: probes gate
+the endpoints, liveness restarts, grace ends in SIGKILL, rollouts respect
+maxSurge/maxUnavailable, and nothing outlives the driver."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from support import ROOT, wait_for
+from workshop.backends.local import LocalBackend
+from workshop.client import echo_once
+from workshop.manifests import load_stage, render, render_without_kubectl
+from workshop.stages import all_stages, stage_dir
+
+
+@pytest.fixture
+def backend(tmp_path):
+    with LocalBackend(workdir=tmp_path, propagation_s=0.1) as local:
+        yield local
+
+
+def hang(endpoint):
+    import zmq
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 2000
+    sock.connect(endpoint)
+    sock.send_multipart([b"__fault__", b"hang"])
+    sock.close()
+
+
+def events_of(backend, pod):
+    return [(t, what) for t, name, what in backend.events() if name == pod]
+
+
+@pytest.mark.parametrize("stage", all_stages())
+def test_builtin_renderer_matches_kubectl(stage):
+    kustomization = stage_dir(stage) / "k8s"
+    def key(obj):
+        return obj["kind"], obj["metadata"]["name"]
+    assert sorted(render_without_kubectl(kustomization), key=key) == sorted(render(kustomization), key=key)
+
+
+def test_readiness_probe_keeps_a_slow_starter_out_of_the_endpoints(backend):
+    backend.deploy("03", env={"ECHO_STARTUP_DELAY": "1.5"})
+    _, endpoints = backend.feed.snapshot()
+    assert len(endpoints) == 3
+    assert all(echo_once(e.address) for e in endpoints)  # listed means listening
+    starts = [t for t, _, what in backend.events() if what == "started"]
+    readies = [t for t, _, what in backend.events() if what == "ready"]
+    assert min(readies) - max(starts) >= 1.0  # the probe waited for the bind
+
+
+def test_without_readiness_probe_a_pod_is_ready_before_it_listens(backend):
+    backend.deploy("02", env={"ECHO_STARTUP_DELAY": "2"})
+    wait_for(lambda: len(backend.feed.snapshot()[1]) == 3, timeout=5, message="endpoints")
+    _, endpoints = backend.feed.snapshot()
+    assert not any(echo_once(e.address, timeout_ms=100) for e in endpoints)
+
+
+def test_liveness_failure_restarts_a_hung_replica(backend):
+    backend.deploy("03", env={"ECHO_FAULTS": "1"})
+    victim = sorted(backend.pods(), key=lambda p: p.name)[0]
+    hang(victim.address)
+    spec = load_stage("03").liveness
+    bound = spec.period_s * (spec.failure_threshold + 1) + spec.timeout_s + 5
+    wait_for(lambda: next(p for p in backend.pods() if p.name == victim.name).restarts == 1,
+             timeout=bound, interval=0.1, message="the liveness restart")
+    assert "liveness probe failed" in [what for _, what in events_of(backend, victim.name)]
+    wait_for(lambda: echo_once(victim.address), timeout=10, message="the restarted replica to answer")
+
+
+def test_grace_period_ends_in_sigkill_when_sigterm_is_not_enough(backend):
+    backend.deploy("04", env={"ECHO_FAULTS": "1"})
+    backend.spec.grace_s = 4  # preStop sleeps 3 s; the hung loop never exits on SIGTERM
+    victim = sorted(backend.pods(), key=lambda p: p.name)[0]
+    hang(victim.address)
+    backend.delete_pod(victim.name)
+    wait_for(lambda: victim.name not in {p.name for p in backend.pods()}, timeout=15, interval=0.1,
+             message="the pod to go")
+    timeline = dict((what, t) for t, what in events_of(backend, victim.name))
+    assert timeline["sigterm"] - timeline["deleted"] >= 3 - 0.1          # after preStop
+    assert 4 - 0.1 <= timeline["sigkill"] - timeline["deleted"] <= 4 + 0.5  # at the grace period
+
+
+def test_rolling_update_never_drops_below_replicas_minus_max_unavailable(backend):
+    backend.deploy("03")
+    spec = backend.spec
+    backend.rollout_restart()
+    worst_available, most_pods = spec.replicas, 0
+    deadline = time.monotonic() + 60
+    while not backend.rollout_complete():
+        assert time.monotonic() < deadline, "rollout did not complete"
+        pods = [p for p in backend.pods() if not p.terminating]
+        worst_available = min(worst_available, sum(p.ready for p in pods))
+        most_pods = max(most_pods, len(pods))
+        time.sleep(0.01)  # sampling pace
+    assert worst_available >= spec.replicas - spec.max_unavailable
+    assert most_pods <= spec.replicas + spec.max_surge
+    assert all(p.current for p in backend.pods() if not p.terminating)
+
+
+def test_scale_and_delete(backend):
+    backend.deploy("01")
+    backend.scale(1)
+    wait_for(lambda: len(backend.pods()) == 1, timeout=10, message="scale to 1")
+    (only,) = backend.pods()
+    backend.delete_pod(only.name)
+    wait_for(lambda: [p.name for p in backend.pods() if p.ready] not in ([], [only.name]),
+             timeout=10, message="a replacement pod")
+
+
+def test_crashed_container_is_restarted_and_its_log_kept(backend):
+    backend.deploy("02", env={"ECHO_FAULTS": "1"})
+    victim = sorted(backend.pods(), key=lambda p: p.name)[0]
+    import zmq
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 2000
+    sock.connect(victim.address)
+    sock.send_multipart([b"__fault__", b"crash"])
+    sock.close()
+    wait_for(lambda: next(p for p in backend.pods() if p.name == victim.name).restarts == 1,
+             timeout=10, message="the restart")
+    assert "fault injected: crash" in backend.logs(victim.name)
+
+
+def processes_tagged(tag):
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if tag.encode() in environ.read_bytes():
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").exists(), reason="reads /proc to find processes")
+@pytest.mark.parametrize("command", [
+    ["run", "--stage", "04", "--scenario", "hang"],
+    ["demo", "--stage", "03", "--stage", "04", "--scenario", "hang"],
+])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupting_the_driver_leaves_no_process_behind(command, signum, tmp_path):
+    tag = f"WORKSHOP_TEST_TAG={uuid.uuid4()}"
+    env = {**os.environ, "WORKSHOP_TEST_TAG": tag.split("=", 1)[1]}
+    driver = subprocess.Popen([sys.executable, "-m", "workshop", *command, "--out", str(tmp_path)]
+                              if command[0] == "demo" else [sys.executable, "-m", "workshop", *command],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        # the driver, (its run children,) and their replicas all carry the tag
+        wait_for(lambda: len(processes_tagged(tag)) >= 4, timeout=30, interval=0.1,
+                 message="replicas to start")
+        driver.send_signal(signum)
+        assert driver.wait(timeout=60) == 130
+        wait_for(lambda: not processes_tagged(tag), timeout=10, interval=0.1,
+                 message="every process started by the driver to be gone")
+    finally:
+        for pid in processes_tagged(tag):
+            os.kill(pid, signal.SIGKILL)

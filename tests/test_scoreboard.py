@@ -1,0 +1,96 @@
+"""`make demo`'s numbers tell the workshop's story. One full battery (every
+scenario on every stage, local backend) runs once; each test reads one lesson."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from support import ROOT
+from workshop.scenarios import ScenarioResult
+
+EARLY_STAGES = ["01-plain", "02-logging", "03-probes"]
+GRACEFUL_STAGES = ["04-shutdown", "05-metrics"]
+
+
+@pytest.fixture(scope="module")
+def battery(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    demo = subprocess.run([sys.executable, "-m", "workshop", "demo", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert demo.returncode == 0, demo.stderr
+    results = [ScenarioResult(**r) for r in json.loads((out / "results.json").read_text())]
+    return {"out": out, "stdout": demo.stdout,
+            "results": {(r.stage, r.scenario): r for r in results}}
+
+
+def result(battery, stage, scenario):
+    return battery["results"][(stage, scenario)]
+
+
+def test_demo_writes_the_scoreboard_a_report_and_a_plot(battery):
+    assert "stage" in battery["stdout"] and "rolling-restart" in battery["stdout"]
+    report = (battery["out"] / "report.md").read_text()
+    assert "| 04-shutdown |" in report and "scoreboard.png" in report
+    assert (battery["out"] / "scoreboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(battery["results"]) == 5 * 7
+
+
+@pytest.mark.parametrize("stage", EARLY_STAGES)
+def test_rolling_restart_loses_requests_without_graceful_shutdown(battery, stage):
+    assert result(battery, stage, "rolling-restart").lost > 0
+
+
+@pytest.mark.parametrize("stage", GRACEFUL_STAGES)
+def test_rolling_restart_loses_nothing_with_graceful_shutdown(battery, stage):
+    r = result(battery, stage, "rolling-restart")
+    assert r.sent >= 5000 and r.lost == 0 and r.answered == r.sent
+
+
+@pytest.mark.parametrize("stage", GRACEFUL_STAGES)
+@pytest.mark.parametrize("scenario", ["pod-kill", "scale-down"])
+def test_terminating_replicas_lose_nothing_with_graceful_shutdown(battery, stage, scenario):
+    assert result(battery, stage, scenario).lost == 0
+
+
+@pytest.mark.parametrize("stage", ["01-plain", "02-logging"])
+def test_hung_replica_without_liveness_loses_everything_sent_to_it(battery, stage):
+    r = result(battery, stage, "hang")
+    assert r.recover_s is None  # never taken out of rotation
+    assert r.sent_to_hung > 1000 and r.lost_to_hung == r.sent_to_hung
+
+
+@pytest.mark.parametrize("stage", ["03-probes", *GRACEFUL_STAGES])
+def test_hung_replica_is_out_of_rotation_once_liveness_fails(battery, stage):
+    r = result(battery, stage, "hang")
+    # two failed checks 5 s apart (+ the 3 s timeout, the endpoint lag, the tick)
+    assert r.recover_s is not None and r.recover_s <= 2 * 5 + 3 + 1.5
+    unprobed = result(battery, "01-plain", "hang")
+    assert r.lost_to_hung < unprobed.lost_to_hung * 0.8  # the losses stop when it leaves
+
+
+def test_slow_start_without_readiness_probe_shows_in_latency(battery):
+    r = result(battery, "02-logging", "slow-start")
+    assert r.max_ms >= 1000 and r.slow > 100
+
+
+@pytest.mark.parametrize("stage", ["03-probes", *GRACEFUL_STAGES])
+def test_slow_start_with_readiness_probe_routes_nothing_early(battery, stage):
+    r = result(battery, stage, "slow-start")
+    assert r.slow == 0 and r.max_ms < 100
+
+
+@pytest.mark.parametrize("stage", ["01-plain", "02-logging", "03-probes", *GRACEFUL_STAGES])
+def test_crashed_replica_is_restarted(battery, stage):
+    r = result(battery, stage, "crash")
+    assert r.restarts >= 1 and r.recover_s is not None
+
+
+def test_crash_without_logging_scatters_the_traceback(battery):
+    assert result(battery, "01-plain", "crash").crash_log_records > 5
+
+
+@pytest.mark.parametrize("stage", ["02-logging", "03-probes", *GRACEFUL_STAGES])
+def test_crash_with_logging_leaves_one_record(battery, stage):
+    assert result(battery, stage, "crash").crash_log_records == 1
