@@ -3,6 +3,7 @@
   demo   every scenario on every stage, the scoreboard, report/ (make demo)
   run    one scenario on one stage
   tour   one line per stage: its new capability at work (a few seconds)
+  loadgen  the endpoint-aware load generator on its own (in-cluster Job)
 """
 
 import argparse
@@ -41,6 +42,14 @@ def parse_args(argv):
     run.add_argument("--quick", action="store_true")
     run.add_argument("--json", action="store_true", help="print the result record as JSON")
     commands.add_parser("tour", help="one line per stage: its new capability at work")
+    loadgen = commands.add_parser("loadgen", help="load a Service's endpoints; JSON lines on stdout")
+    loadgen.add_argument("--namespace", default="cloudnative-echo")
+    loadgen.add_argument("--service", default="echo")
+    loadgen.add_argument("--rate", type=float, default=500)
+    loadgen.add_argument("--timeout", type=float, default=1.0, help="seconds before a request is lost")
+    loadgen.add_argument("--seconds", type=float, default=10)
+    loadgen.add_argument("--naive", metavar="ENDPOINT",
+                         help="one long-lived connection to ENDPOINT (e.g. tcp://echo:5555) instead")
     return parser.parse_args(argv)
 
 
@@ -70,11 +79,33 @@ def run(args):
         print(report.scoreboard([result]))
 
 
+def loadgen(args):
+    """In the cluster: follow the Service's EndpointSlices and load every ready pod."""
+    from .loadgen import LoadGenerator, to_json_lines
+    from .loadrun import STARTED
+    if args.naive:
+        generator = LoadGenerator(naive_address=args.naive, rate=args.rate, timeout_s=args.timeout)
+    else:
+        from kubernetes import client, config
+        from .endpointslices import EndpointSliceWatcher
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        watcher = EndpointSliceWatcher(client.ApiClient(), args.namespace, args.service).start()
+        if not watcher.feed.wait_until(bool, timeout=60):
+            raise SystemExit(f"no ready endpoints for service {args.service} in {args.namespace}")
+        generator = LoadGenerator(watcher.feed, rate=args.rate, timeout_s=args.timeout)
+    print(STARTED, flush=True)
+    for line in to_json_lines(generator.run(args.seconds)):
+        print(line, flush=True)
+
+
 def main(argv=None):
     args = parse_args(argv)
     stop_on_sigterm()
     try:
-        {"demo": demo, "run": run, "tour": lambda _: tour.run()}[args.command](args)
+        {"demo": demo, "run": run, "tour": lambda _: tour.run(), "loadgen": loadgen}[args.command](args)
     except KeyboardInterrupt:
         print("interrupted; every process started was stopped", file=sys.stderr)
         return 130

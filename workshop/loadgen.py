@@ -13,6 +13,7 @@ DEALER to one address (a Service) and never looks at the feed.
 """
 
 import itertools
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -208,3 +209,28 @@ class _Run:
         for sock in self.sockets.values():
             sock.close()
         self.context.term()
+
+
+def to_json_lines(result, chunk=500):
+    """A LoadResult as JSON lines short enough for any container log: the
+    samples in chunks, then the totals."""
+    for start in range(0, len(result.samples), chunk):
+        yield json.dumps({"samples": result.samples[start:start + chunk]})
+    totals = {k: v for k, v in vars(result).items() if k != "samples"}
+    yield json.dumps({"result": totals})
+
+
+def from_json_lines(lines):
+    """The LoadResult that to_json_lines() wrote, read back from a log; lines
+    that are not ours are skipped. None if the totals line is missing."""
+    samples, totals = [], None
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and "samples" in record:
+            samples.extend(tuple(s) for s in record["samples"])
+        elif isinstance(record, dict) and "result" in record:
+            totals = record["result"]
+    return None if totals is None else LoadResult(samples=samples, **totals)

@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field
 import zmq
 
 from .client import echo_once
-from .loadgen import LoadGenerator
 from .stages import resolve
 
 RATE = 500             # requests per second: several runs share two cores
@@ -69,20 +68,26 @@ class Scenario:
         self.backend.deploy(self.stage, env={"ECHO_FAULTS": "1"})
         self.wait_serving()
         self.restarts_before = sum(p.restarts for p in self.backend.pods())
-        load = LoadGenerator(self.backend.feed, rate=RATE, timeout_s=self.timeout_s)
-        outcome = load.run(self.max_s, during=self._tick)
-        self._summarise(outcome)
+        load = self.backend.start_load(rate=RATE, timeout_s=self.timeout_s, max_s=self.max_s)
+        while not load.finished():
+            if self._tick(load.elapsed()):
+                load.stop()
+            time.sleep(0.01)  # the scenario's pace: it acts between looks at the Deployment
+        self._summarise(load.result())
         self.finish()
         return self.result
 
     def _tick(self, t):
-        if self.event_t is None and t >= self.event_at_s:
-            self.event_t = t
-            self.act()
-            return False
-        if self.event_t is not None and self.done_t is None and self.recovered(t):
+        """Act once, then watch for recovery; True once it is time to stop."""
+        if self.done_t is not None:
+            return t >= self.done_t + SETTLE_S
+        if self.event_t is None:
+            if t >= self.event_at_s:
+                self.event_t = t
+                self.act()
+        elif self.recovered(t):
             self.done_t = t
-        return self.done_t is not None and t >= self.done_t + SETTLE_S
+        return False
 
     def act(self):
         """Do the scenario's one thing to the Deployment."""

@@ -53,6 +53,11 @@ class Backend(ABC):
         ...
 
     @abstractmethod
+    def start_load(self, rate, timeout_s, max_s):
+        """Start the endpoint-aware load; return a handle with elapsed(),
+        finished(), stop() and result() (a LoadResult)."""
+
+    @abstractmethod
     def close(self):
         ...
 

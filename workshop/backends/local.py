@@ -40,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..feed import Endpoint, EndpointFeed
+from ..loadrun import LocalLoad
 from ..manifests import load_stage
 from .base import Backend, PodStatus
 from .kubelet import Pod, free_port
@@ -137,6 +138,9 @@ class LocalBackend(Backend):
             return [PodStatus(p.name, p.address, p.ready, p.deleted or p.killing is not None,
                               p.restarts, p.revision == self.revision, p.metrics_address())
                     for p in self._pods.values()]
+
+    def start_load(self, rate, timeout_s, max_s):
+        return LocalLoad(self.feed, rate, timeout_s, max_s)
 
     def logs(self, pod_name):
         path = self.workdir / f"{pod_name}.log"

@@ -1,0 +1,168 @@
+"""The Kubernetes backend's API calls, against kmock: an in-memory Kubernetes
+API emulator (no API server installs here). kmock stores objects and serves
+lists and watches, but runs no controllers — where a test needs a rollout or
+an EndpointSlice, the test plays the controller through the API.
+
+The backend's calls are blocking (the kubernetes client); kmock serves on this
+test's event loop, so every backend call runs in a thread."""
+
+import asyncio
+import json
+
+import kmock as km
+import pytest
+from kubernetes import client
+
+from workshop.backends.kube import RESTARTED_AT, KubeBackend, build_command
+from workshop.endpointslices import EndpointSliceWatcher
+from workshop.loadgen import LoadResult, to_json_lines
+from workshop.loadrun import STARTED, JobLoad
+from workshop.manifests import load_stage, render
+from workshop.stages import stage_dir
+
+NS = "cloudnative-echo"
+DEPLOYMENTS = "apps/v1/deployments"
+SLICES = "/apis/discovery.k8s.io/v1/namespaces/cloudnative-echo/endpointslices"
+
+
+def api_client(kmock):
+    configuration = client.Configuration()
+    configuration.host = str(kmock.url).rstrip("/")
+    return client.ApiClient(configuration)
+
+
+@pytest.fixture
+def backend(kmock):
+    kmock.resources.load_bundled()  # so that listing a still-empty resource type works
+    kube = KubeBackend(api_client=api_client(kmock), build_images=False)
+    yield kube
+    kube.close()
+
+
+def stored(kmock, resource, name):
+    """The live object, or None. (`key in kmock.objects` does not match here.)"""
+    try:
+        obj = kmock.objects[resource, NS, name]
+    except KeyError:
+        return None
+    return None if obj.deleted else obj
+
+
+def endpoint_slice(name, addresses, ready=True):
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": name, "namespace": NS, "labels": {"kubernetes.io/service-name": "echo"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": ready},
+                           "targetRef": {"kind": "Pod", "name": f"echo-{ip}"}} for ip in addresses],
+            "ports": [{"name": "zmq", "port": 5555}]}
+
+
+async def test_apply_creates_every_object_then_patches_what_exists(kmock, backend):
+    objects = render(stage_dir("04") / "k8s")
+    for obj in objects:
+        await asyncio.to_thread(backend.apply, obj)
+    assert kmock.objects[DEPLOYMENTS, NS, "echo"]["spec"]["replicas"] == 3
+    assert kmock.objects["v1/services", NS, "echo"]["spec"]["ports"][0]["port"] == 5555
+    changed = json.loads(json.dumps(objects[-1] if objects[-1]["kind"] == "Deployment" else objects[0]))
+    changed["spec"]["replicas"] = 5
+    await asyncio.to_thread(backend.apply, changed)  # exists: 409, then a merge patch
+    assert kmock.objects[DEPLOYMENTS, NS, "echo"]["spec"]["replicas"] == 5
+
+
+async def act_as_controllers(kmock, replicas=3):
+    """What the Deployment and EndpointSlice controllers would do: report the
+    rollout done and publish the pods' endpoints."""
+    while stored(kmock, DEPLOYMENTS, "echo") is None:
+        await asyncio.sleep(0.01)  # until the backend has applied it
+    await kmock.patch(f"/apis/apps/v1/namespaces/{NS}/deployments/echo", json={"status": {
+        "observedGeneration": 1, "replicas": replicas, "updatedReplicas": replicas,
+        "availableReplicas": replicas}})
+    await kmock.post(SLICES, json=endpoint_slice("echo-1", [f"10.0.0.{i}" for i in range(1, replicas + 1)]))
+
+
+async def test_deploy_applies_the_stage_with_env_and_waits_for_rollout_and_endpoints(kmock, backend):
+    controllers = asyncio.create_task(act_as_controllers(kmock))
+    try:
+        await asyncio.to_thread(backend.deploy, "04", {"ECHO_FAULTS": "1"}, 20)
+    finally:
+        controllers.cancel()
+    container = kmock.objects[DEPLOYMENTS, NS, "echo"]["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "ECHO_FAULTS", "value": "1"} in container["env"]
+    _, endpoints = backend.feed.snapshot()
+    assert sorted(e.address for e in endpoints) == [f"tcp://10.0.0.{i}:5555" for i in (1, 2, 3)]
+
+
+async def test_rollout_restart_patches_the_pod_template_like_kubectl(kmock, backend):
+    backend.spec = load_stage("04")
+    for obj in render(stage_dir("04") / "k8s"):
+        await asyncio.to_thread(backend.apply, obj)
+    await asyncio.to_thread(backend.rollout_restart, {"ECHO_STARTUP_DELAY": "2"})
+    template = kmock.objects[DEPLOYMENTS, NS, "echo"]["spec"]["template"]
+    assert RESTARTED_AT in template["metadata"]["annotations"]
+    assert {"name": "ECHO_STARTUP_DELAY", "value": "2"} in template["spec"]["containers"][0]["env"]
+
+
+async def test_scale_patches_the_scale_subresource(kmock, backend):
+    backend.spec = load_stage("04")
+    for obj in render(stage_dir("04") / "k8s"):
+        await asyncio.to_thread(backend.apply, obj)
+    await asyncio.to_thread(backend.scale, 1)
+    assert kmock.objects[DEPLOYMENTS, NS, "echo"]["spec"]["replicas"] == 1
+
+
+async def test_delete_pod_and_read_its_log(kmock, backend):
+    backend.spec = load_stage("02")
+    await kmock.post(f"/api/v1/namespaces/{NS}/pods", json={
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "echo-x", "namespace": NS},
+        "spec": {"containers": [{"name": "echo", "image": "cloudnative-echo:02-logging"}]}})
+    kmock[km.subresource("log")] << b'{"level": "ERROR", "message": "echo server crashed"}\n'
+    assert "crashed" in await asyncio.to_thread(backend.logs, "echo-x")
+    await asyncio.to_thread(backend.delete_pod, "echo-x")
+    assert stored(kmock, "v1/pods", "echo-x") is None
+
+
+async def test_endpointslice_watch_follows_changes_and_relists_after_410(kmock):
+    kmock.resources.load_bundled()
+    await kmock.post(SLICES, json=endpoint_slice("echo-a", ["10.0.0.1"]))
+    # The first watch is told its resourceVersion is too old, as an API server may.
+    kmock[km.action.WATCH][:1] << ({"type": "ERROR", "object": {
+        "kind": "Status", "apiVersion": "v1", "code": 410, "reason": "Expired", "message": "too old"}},)
+    watcher = await asyncio.to_thread(EndpointSliceWatcher(api_client(kmock), NS, "echo").start)
+    try:
+        assert {e.address for e in watcher.feed.snapshot()[1]} == {"tcp://10.0.0.1:5555"}
+        await kmock.post(SLICES, json=endpoint_slice("echo-b", ["10.0.0.2"]))
+        await kmock.post(SLICES, json=endpoint_slice("echo-c", ["10.0.0.3"], ready=False))
+        assert await asyncio.to_thread(watcher.feed.wait_until, lambda e: len(e) == 2, 10)
+        assert {e.address for e in watcher.feed.snapshot()[1]} == {"tcp://10.0.0.1:5555", "tcp://10.0.0.2:5555"}
+        assert watcher.relists == 2  # the first list, and the one after 410 Gone
+    finally:
+        watcher.stop()
+
+
+async def test_load_job_runs_in_cluster_and_its_log_is_read_back(kmock, backend):
+    backend.spec = load_stage("04")
+    load = await asyncio.to_thread(JobLoad, backend.api_client, NS, "echo", 500, 1.0, 5, "echo-loadgen-t")
+    job = kmock.objects["batch/v1/jobs", NS, "echo-loadgen-t"]
+    pod_spec = job["spec"]["template"]["spec"]
+    assert pod_spec["serviceAccountName"] == "loadgen"
+    assert pod_spec["containers"][0]["command"][:4] == ["python", "-m", "workshop", "loadgen"]
+    # the Job controller and kubelet: a pod, its log, and success
+    await kmock.post(f"/api/v1/namespaces/{NS}/pods", json={
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "echo-loadgen-t-abc", "namespace": NS,
+                                                         "labels": {"job-name": "echo-loadgen-t"}},
+        "spec": {"containers": [{"name": "loadgen", "image": "cloudnative-echo:loadgen"}]}})
+    sent = LoadResult(sent=3, answered=2, lost=1, samples=[(0.1, 0.0004, "tcp://10.0.0.1:5555"),
+                                                           (0.2, None, "tcp://10.0.0.2:5555"),
+                                                           (0.3, 0.0005, "tcp://10.0.0.1:5555")],
+                      per_endpoint={"tcp://10.0.0.1:5555": 2, "tcp://10.0.0.2:5555": 1})
+    log = "\n".join([STARTED, *to_json_lines(sent, chunk=2)]) + "\n"
+    kmock[km.subresource("log")] << log.encode()
+    await kmock.patch(f"/apis/batch/v1/namespaces/{NS}/jobs/echo-loadgen-t", json={"status": {"succeeded": 1}})
+    received = await asyncio.to_thread(load.result, 10)
+    assert received == sent
+
+
+def test_images_are_built_with_the_chapters_commands():
+    assert build_command("04", "cloudnative-echo:04-shutdown")[:5] == [
+        "minikube", "image", "build", "-t", "cloudnative-echo:04-shutdown"]
+    assert build_command(None, "cloudnative-echo:loadgen")[-3:-1] == ["-f", "workshop/Dockerfile"]
