@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export CONTAINERS_CONF := $(CURDIR)/containers/containers.conf
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-packages demo test test-containers diff
+.PHONY: help setup system-packages demo test test-containers bench diff
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ test: setup system-packages ## Run the whole test suite (containers included)
 
 test-containers: setup system-packages ## Build the five images with podman and test them
 	$(PY) -m pytest -m containers
+
+bench: setup ## Measure what each stage costs (bench/results/)
+	$(PY) -m bench.run
 
 diff: ## Show what a stage adds: make diff FROM=03 TO=04
 	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make diff FROM=03 TO=04"; exit 2; }

@@ -119,6 +119,9 @@ class EndpointSliceWatcher:
         if self._watch is not None:
             self._watch.stop()
         if self._response is not None:
-            self._response.shutdown()
+            try:
+                self._response.shutdown()
+            except ValueError:
+                pass  # that response had already ended: nothing is blocked on it
         if self._thread.is_alive():
             self._thread.join(timeout=5)

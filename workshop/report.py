@@ -32,7 +32,7 @@ def cell(result):
         out = f"out after {r.recover_s:.1f} s" if r.recover_s is not None else "never out"
         return f"lost {r.lost}, {out}"
     if r.scenario == "slow-start":
-        return f"max {r.max_ms:.0f} ms, {r.slow} slow, lost {r.lost}"
+        return f"{r.early} early, max {r.max_ms:.0f} ms, lost {r.lost}"
     return f"lost {r.lost}/{r.sent}"
 
 

@@ -38,6 +38,7 @@ class ScenarioResult:
     rollout_s: float | None = None
     restarts: int = 0
     crash_log_records: int | None = None
+    early: int | None = None         # sent to a replica before it could answer
     lost_to_hung: int | None = None
     sent_to_hung: int | None = None
     duration_s: float = 0            # of the load
@@ -266,8 +267,20 @@ class SlowStart(Scenario):
     timeout_s = 5.0  # long enough that early requests show up as latency
     startup_delay_s = 2
 
+    early_s = 0.25  # sent this long before the replica's first reply: it was not listening
+
     def act(self):
         self.backend.rollout_restart(env={"ECHO_STARTUP_DELAY": str(self.startup_delay_s)})
+
+    def finish(self):
+        """Count requests sent to a replica well before it first answered
+        anyone: they went to a replica that was not listening yet."""
+        first_reply = {}
+        for sent, latency, endpoint in self.samples:
+            if latency is not None:
+                first_reply[endpoint] = min(first_reply.get(endpoint, sent + latency), sent + latency)
+        self.result.early = sum(1 for sent, _, endpoint in self.samples
+                                if sent < first_reply.get(endpoint, float("inf")) - self.early_s)
 
     def recovered(self, t):
         if self.result.rollout_s is None and self.backend.rollout_complete():

@@ -1,0 +1,276 @@
+"""What each hardening step costs: every stage and the bare baseline loop,
+measured side by side in one run, interleaved round-robin.
+
+    python -m bench.run [--rounds 3] [--smoke] [--out bench/results]
+
+Per target and round, on a fresh process: cold start (process start to the
+first echo answered), idle RSS after that echo, throughput (64-byte messages,
+100 in flight), latency (1 in flight), and SIGTERM to exit, idle and under
+load. Prints a Markdown table (median, min-max) and writes results.json,
+report.md and bench.png.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import zmq
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+CLIENT_BINARY = BENCH / "results" / "client"
+
+FULL = {"rounds": 3, "throughput_s": 3.0, "latency_count": 5000, "load_s": 8.0}
+SMOKE = {"rounds": 1, "throughput_s": 0.2, "latency_count": 200, "load_s": 3.0}
+
+
+def targets():
+    found = {"baseline": (BENCH, "baseline_echo.py")}
+    for stage in sorted((ROOT / "stages").iterdir()):
+        if (stage / "echo_server.py").exists():
+            found[stage.name] = (stage, "echo_server.py")
+    return found
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def client_command():
+    """The C client when it builds here (gcc, libzmq headers), else Python."""
+    source = BENCH / "client.c"
+    if shutil.which("gcc"):
+        CLIENT_BINARY.parent.mkdir(parents=True, exist_ok=True)
+        if not CLIENT_BINARY.exists() or CLIENT_BINARY.stat().st_mtime < source.stat().st_mtime:
+            built = subprocess.run(["gcc", "-O2", "-o", str(CLIENT_BINARY), str(source), "-lzmq"],
+                                   capture_output=True, text=True)
+            if built.returncode != 0:
+                print(f"C client did not build ({built.stderr.strip()[:200]}); using the Python client")
+        if CLIENT_BINARY.exists():
+            return "C (libzmq)", [str(CLIENT_BINARY)]
+    return "Python (pyzmq)", [sys.executable, str(BENCH / "pyclient.py")]
+
+
+class Server:
+    """One target as a fresh process on loopback."""
+
+    def __init__(self, name, where, script):
+        self.endpoint = f"tcp://127.0.0.1:{free_port()}"
+        env = {**os.environ, "ECHO_BIND": self.endpoint, "METRICS_PORT": str(free_port())}
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen([sys.executable, script], cwd=where, env=env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.cold_start_ms = self._first_echo_ms()
+
+    def _first_echo_ms(self, timeout_s=20):
+        probe = zmq.Context.instance().socket(zmq.DEALER)
+        probe.linger = 0
+        probe.setsockopt(zmq.RECONNECT_IVL, 1)  # notice the bind within a millisecond
+        probe.connect(self.endpoint)
+        probe.send(b"first")
+        try:
+            if not probe.poll(timeout_s * 1000):
+                raise RuntimeError(f"no echo from {self.endpoint} within {timeout_s} s")
+            probe.recv()
+            return (time.perf_counter() - self.started) * 1000
+        finally:
+            probe.close()
+
+    def rss_mb(self):
+        try:
+            status = Path(f"/proc/{self.process.pid}/status").read_text()
+        except OSError:
+            return None  # not Linux
+        kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+        return kb / 1024
+
+    def sigterm_to_exit_ms(self):
+        started = time.perf_counter()
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=30)
+        return (time.perf_counter() - started) * 1000
+
+    def kill(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def run_client(client, *args):
+    output = subprocess.run([*client, *map(str, args)], capture_output=True, text=True, timeout=120, check=True)
+    return [float(x) for x in output.stdout.split()]
+
+
+def measure(name, where, script, client, settings):
+    """One round for one target."""
+    server = Server(name, where, script)
+    try:
+        sample = {"cold_start_ms": server.cold_start_ms, "idle_rss_mb": server.rss_mb()}
+        rate, client_cpu_s = run_client(client, "throughput", server.endpoint, settings["throughput_s"], 100, 64)
+        sample["throughput"] = rate
+        sample["client_cpu_pct"] = 100 * client_cpu_s / settings["throughput_s"]
+        sample["p50_us"], sample["p99_us"] = run_client(client, "latency", server.endpoint,
+                                                        settings["latency_count"], 64)
+        sample["sigterm_idle_ms"] = server.sigterm_to_exit_ms()
+    finally:
+        server.kill()
+    server = Server(name, where, script)
+    load = subprocess.Popen([*client, "throughput", server.endpoint, str(settings["load_s"]), "100", "64"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)  # let the load reach full speed: the pacing of the experiment
+        sample["sigterm_load_ms"] = server.sigterm_to_exit_ms()
+    finally:
+        server.kill()
+        load.kill()
+        load.wait()
+    return sample
+
+
+METRICS = [  # key, heading, format
+    ("throughput", "throughput msgs/s", "{:,.0f}"),
+    ("p50_us", "p50 µs", "{:.0f}"),
+    ("p99_us", "p99 µs", "{:.0f}"),
+    ("cold_start_ms", "cold start ms", "{:.0f}"),
+    ("idle_rss_mb", "idle RSS MB", "{:.1f}"),
+    ("sigterm_idle_ms", "SIGTERM→exit idle ms", "{:.0f}"),
+    ("sigterm_load_ms", "SIGTERM→exit loaded ms", "{:.0f}"),
+    ("client_cpu_pct", "client CPU %", "{:.0f}"),
+]
+
+
+def summarise(samples):
+    """Per target and metric: median, min, max over the rounds."""
+    summary = {}
+    for name, rounds in samples.items():
+        summary[name] = {}
+        for key, _, _ in METRICS:
+            values = [r[key] for r in rounds if r.get(key) is not None]
+            if values:
+                summary[name][key] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
+    base = summary["baseline"]["throughput"]["median"]
+    for name in summary:
+        summary[name]["ratio_to_baseline"] = summary[name]["throughput"]["median"] / base
+    return summary
+
+
+def table(summary):
+    head = "| target | " + " | ".join(h for _, h, _ in METRICS) + " | × baseline |"
+    lines = [head, "|---" * (len(METRICS) + 2) + "|"]
+    for name, metrics in summary.items():
+        cells = []
+        for key, _, fmt in METRICS:
+            m = metrics.get(key)
+            cells.append("n/a" if m is None else f"{fmt.format(m['median'])} ({fmt.format(m['min'])}–{fmt.format(m['max'])})")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {metrics['ratio_to_baseline']:.2f} |")
+    return "\n".join(lines)
+
+
+def goals(summary):
+    """The issue's goals, each with whether this run met it."""
+    def median(name, key):
+        return summary[name][key]["median"] if key in summary[name] else None
+    first, last = "01-plain", "05-metrics"
+    checks = [
+        (f"{first} ≥ 1.0× baseline throughput", summary[first]["ratio_to_baseline"] >= 1.0,
+         f"{summary[first]['ratio_to_baseline']:.2f}×"),
+        (f"{last} ≥ 0.75× {first} throughput",
+         median(last, "throughput") >= 0.75 * median(first, "throughput"),
+         f"{median(last, 'throughput') / median(first, 'throughput'):.2f}×"),
+        ("cold start ≤ 100 ms (every stage)", all(median(n, "cold_start_ms") <= 100 for n in summary if n != "baseline"),
+         f"max {max(median(n, 'cold_start_ms') for n in summary):.0f} ms"),
+    ]
+    rss = [median(n, "idle_rss_mb") for n in summary if median(n, "idle_rss_mb") is not None]
+    if rss:
+        checks.append(("idle RSS ≤ 35 MB (every stage)", max(rss) <= 35, f"max {max(rss):.1f} MB"))
+    return checks
+
+
+def import_costs(modules=("zmq", "logbook", "prometheus_client"), repeats=3):
+    """ms each dependency adds to a bare interpreter's start: where cold start goes."""
+    def start_ms(code):
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True)
+            times.append((time.perf_counter() - started) * 1000)
+        return statistics.median(times)
+    bare = start_ms("pass")
+    return {"interpreter": bare, **{m: start_ms(f"import {m}") - bare for m in modules}}
+
+
+def plot(summary, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = list(summary)
+    panels = [("throughput", "throughput (msgs/s)"), ("cold_start_ms", "cold start (ms)"),
+              ("idle_rss_mb", "idle RSS (MB)"), ("sigterm_load_ms", "SIGTERM to exit under load (ms)")]
+    figure, axes = plt.subplots(1, len(panels), figsize=(17, 4))
+    for ax, (key, label) in zip(axes, panels):
+        present = [n for n in names if key in summary[n]]
+        medians = [summary[n][key]["median"] for n in present]
+        low = [m - summary[n][key]["min"] for n, m in zip(present, medians)]
+        high = [summary[n][key]["max"] - m for n, m in zip(present, medians)]
+        ax.bar(present, medians, yerr=[low, high], capsize=3, color="tab:blue")
+        ax.set_ylabel(label)
+        ax.set_title(label + ", median and min–max", fontsize=9)
+        ax.tick_params(axis="x", rotation=45)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--smoke", action="store_true", help="tiny durations: checks the benchmark runs")
+    parser.add_argument("--out", default=str(BENCH / "results"))
+    args = parser.parse_args(argv)
+    settings = dict(SMOKE if args.smoke else FULL)
+    if args.rounds:
+        settings["rounds"] = args.rounds
+    client_name, client = client_command()
+    all_targets = targets()
+    samples = {name: [] for name in all_targets}
+    started = time.monotonic()
+    for round_number in range(1, settings["rounds"] + 1):
+        for name, (where, script) in all_targets.items():
+            samples[name].append(measure(name, where, script, client, settings))
+            print(f"round {round_number}/{settings['rounds']}: {name} done ({time.monotonic() - started:.0f} s)",
+                  flush=True)
+    summary = summarise(samples)
+    report = [f"# What each hardening step costs ({settings['rounds']} rounds, client: {client_name})", "",
+              table(summary), "", "Goals:", ""]
+    checks = goals(summary)
+    report += [f"- {'met' if ok else 'MISSED'}: {text} — {value}" for text, ok, value in checks]
+    if not all(ok for text, ok, _ in checks if text.startswith("cold start")):
+        costs = import_costs()
+        report += ["", "Why cold start misses: it is almost all interpreter start and imports "
+                   "(ms, median of 3): " + ", ".join(f"{k} {v:.0f}" for k, v in costs.items()) + ". "
+                   "Stage 02 adds logbook, 05 adds prometheus_client (which pulls in http.server); "
+                   "the service itself binds in about a millisecond."]
+    report += ["", "client CPU % is the load client's own CPU during the throughput run: "
+               "below 100 % it had headroom, so the server was the limit."]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"settings": settings, "client": client_name,
+                                                   "samples": samples, "summary": summary}, indent=1))
+    (out / "report.md").write_text("\n".join(report) + "\n")
+    plot(summary, out / "bench.png")
+    print("\n".join(report))
+    print(f"\nwritten to {out} in {time.monotonic() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

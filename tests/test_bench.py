@@ -1,0 +1,27 @@
+"""The benchmark never rots: a smoke run (tiny durations, one round) measures
+every stage and the baseline and writes its table, JSON and chart. The
+speed goals themselves live in `make bench`, not here."""
+
+import json
+import subprocess
+import sys
+
+from support import ROOT, STAGES
+
+
+def test_bench_smoke_run_measures_every_target(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "bench.run", "--smoke", "--out", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["summary"]) == {"baseline", *STAGES}
+    for target, metrics in results["summary"].items():
+        assert metrics["throughput"]["median"] > 0, target
+        assert metrics["p50_us"]["median"] > 0, target
+        assert metrics["cold_start_ms"]["median"] > 0, target
+    # 04 and 05 drain after SIGTERM; the others die at once
+    assert results["summary"]["04-shutdown"]["sigterm_idle_ms"]["median"] >= 400
+    assert results["summary"]["03-probes"]["sigterm_idle_ms"]["median"] < 400
+    report = (tmp_path / "report.md").read_text()
+    assert "| 05-metrics |" in report and "Goals:" in report
+    assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
