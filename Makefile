@@ -16,6 +16,7 @@ setup: $(VENV)/.installed ## Create .venv with the pinned dependencies
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
 system-packages: ## Install the Debian packages the tests use (root with apt)

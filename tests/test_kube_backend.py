@@ -13,6 +13,8 @@ import kmock as km
 import pytest
 from kubernetes import client
 
+from support import free_port
+from workshop import environment
 from workshop.backends.kube import RESTARTED_AT, KubeBackend, build_command
 from workshop.endpointslices import EndpointSliceWatcher
 from workshop.loadgen import LoadResult, to_json_lines
@@ -166,3 +168,25 @@ def test_images_are_built_with_the_chapters_commands():
     assert build_command("04", "cloudnative-echo:04-shutdown")[:5] == [
         "minikube", "image", "build", "-t", "cloudnative-echo:04-shutdown"]
     assert build_command(None, "cloudnative-echo:loadgen")[-3:-1] == ["-f", "workshop/Dockerfile"]
+
+
+async def test_setup_notebook_picks_kube_when_the_api_answers_and_prepares_it(kmock, backend):
+    # kmock quirk: the client asks for /version/ (trailing slash), which kmock does not serve
+    kmock["get"]["/version/"] << {
+        "major": "1", "minor": "30", "gitVersion": "v1.30.0", "gitCommit": "0" * 40, "gitTreeState": "clean",
+        "buildDate": "2024-04-17T00:00:00Z", "goVersion": "go1.22.2", "compiler": "gc", "platform": "linux/amd64"}
+    assert await asyncio.to_thread(environment.choose_backend, "auto", backend.api_client) == "kube"
+    applied, built = await asyncio.to_thread(environment.prepare_cluster, backend)
+    assert {"Namespace/cloudnative-echo", "ServiceAccount/loadgen", "Role/loadgen",
+            "Deployment/prometheus"} <= set(applied)
+    assert built == []  # build_images=False here; with minikube it builds every image
+    assert stored(kmock, "rbac.authorization.k8s.io/v1/roles", "loadgen") is not None
+
+
+def test_setup_notebook_falls_back_to_local_when_no_cluster_answers():
+    configuration = client.Configuration()
+    configuration.host = f"http://127.0.0.1:{free_port()}"  # nobody listens here
+    assert environment.choose_backend("auto", client.ApiClient(configuration)) == "local"
+    assert environment.choose_backend("local") == "local"
+    with pytest.raises(ValueError):
+        environment.choose_backend("minikube")

@@ -73,41 +73,51 @@ def markdown(results, backend, plot_name=None):
     return "\n".join(out) + "\n"
 
 
-def plot(results, path):
-    """Latency over time per scenario, one colour per stage; lost requests as
-    marks in a band above the latencies, one row per stage."""
-    import matplotlib
-    matplotlib.use("Agg")
+def draw_timeline(ax, results, scenario):
+    """One scenario's latency over time, a colour per stage; lost requests as
+    marks in a band above the latencies, a row per stage."""
     import matplotlib.pyplot as plt
-
-    scenarios = list(dict.fromkeys(r.scenario for r in results))
     stages = sorted({r.stage for r in results})
     colours = dict(zip(stages, plt.get_cmap("tab10").colors))
-    columns = 2
+    for r in (r for r in results if r.scenario == scenario):
+        answered = [(t, ms) for t, ms in r.timeline if ms is not None]
+        lost = [t for t, ms in r.timeline if ms is None]
+        if answered:
+            ax.plot(*zip(*answered), ".", markersize=1.5, color=colours[r.stage], label=r.stage)
+        if lost:
+            row = LOST_BAND_MS / 1.8 ** stages.index(r.stage)
+            ax.plot(lost, [row] * len(lost), "|", markersize=5, color=colours[r.stage])
+    ax.axhline(LOST_BAND_MS / 1.8 ** len(stages), color="grey", linewidth=0.5)
+    ax.set_yscale("log")
+    ax.set_ylim(0.05, LOST_BAND_MS * 2)
+    ax.set_title(f"{scenario} (above the line: lost requests, a row per stage)", fontsize=10)
+    ax.set_xlabel("time since load started (s)")
+    ax.set_ylabel("latency (ms)")
+
+
+def figure(results, scenarios=None):
+    """A figure with one timeline panel per scenario."""
+    import matplotlib.pyplot as plt  # headless, matplotlib picks Agg by itself
+    scenarios = scenarios or list(dict.fromkeys(r.scenario for r in results))
+    columns = 2 if len(scenarios) > 1 else 1
     rows = (len(scenarios) + columns - 1) // columns
-    figure, axes = plt.subplots(rows, columns, figsize=(13, 3.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 3.2 * rows), squeeze=False)
     for ax, scenario in zip(axes.flat, scenarios):
-        for r in (r for r in results if r.scenario == scenario):
-            answered = [(t, ms) for t, ms in r.timeline if ms is not None]
-            lost = [t for t, ms in r.timeline if ms is None]
-            if answered:
-                ax.plot(*zip(*answered), ".", markersize=1.5, color=colours[r.stage], label=r.stage)
-            if lost:
-                row = LOST_BAND_MS / 1.8 ** stages.index(r.stage)
-                ax.plot(lost, [row] * len(lost), "|", markersize=5, color=colours[r.stage])
-        ax.axhline(LOST_BAND_MS / 1.8 ** len(stages), color="grey", linewidth=0.5)
-        ax.set_yscale("log")
-        ax.set_ylim(0.05, LOST_BAND_MS * 2)
-        ax.set_title(f"{scenario} (above the line: lost requests, a row per stage)", fontsize=10)
-        ax.set_xlabel("time since load started (s)")
-        ax.set_ylabel("latency (ms)")
+        draw_timeline(ax, results, scenario)
     for ax in axes.flat[len(scenarios):]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="upper right", markerscale=8)
-    figure.tight_layout(rect=(0, 0, 0.93, 1))
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
+    fig.legend(handles, labels, loc="upper right", markerscale=8)
+    fig.tight_layout(rect=(0, 0, 0.9 if columns == 1 else 0.93, 1))
+    return fig
+
+
+def plot(results, path):
+    """The report's PNG: every scenario's timeline."""
+    import matplotlib.pyplot as plt
+    fig = figure(results)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def write(results, directory, backend):

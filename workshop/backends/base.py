@@ -49,8 +49,8 @@ class Backend(ABC):
         """PodStatus of every pod, terminating ones included."""
 
     @abstractmethod
-    def logs(self, pod_name):
-        ...
+    def logs(self, pod_name, previous=False):
+        """The pod's log; `previous`: the container before its last restart."""
 
     @abstractmethod
     def start_load(self, rate, timeout_s, max_s):

@@ -142,7 +142,9 @@ class LocalBackend(Backend):
     def start_load(self, rate, timeout_s, max_s):
         return LocalLoad(self.feed, rate, timeout_s, max_s)
 
-    def logs(self, pod_name):
+    def logs(self, pod_name, previous=False):
+        """Everything the pod's containers wrote, restarts included (so
+        `previous` needs no special case here)."""
         path = self.workdir / f"{pod_name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 

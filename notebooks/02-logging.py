@@ -1,0 +1,86 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (workshop .venv)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 — Logging: one crash, one record
+#
+# Chapter: [stages/02-logging/README.md](../stages/02-logging/README.md). Kubernetes collects
+# stdout and stderr **line by line**. Stage 01's crash prints a traceback: a dozen lines,
+# each its own record at the aggregator, mixed with other pods' lines. Stage 02 logs JSON,
+# one record per line, and wraps `main()` so any crash becomes ONE record carrying the
+# whole traceback.
+
+# %% tags=["parameters"]
+BACKEND = "auto"
+QUICK = False
+
+# %%
+import json
+import subprocess
+import time
+
+import zmq
+
+from workshop import environment, report
+from workshop.backends import make_backend
+from workshop.battery import run_battery
+from workshop.stages import ROOT
+
+backend_name = environment.choose_backend(BACKEND)
+print("backend:", backend_name)
+
+# %% [markdown]
+# What changed, as a diff (the chapter explains each part):
+
+# %%
+diff = subprocess.run(["diff", "-u", "stages/01-plain/echo_server.py", "stages/02-logging/echo_server.py"],
+                      cwd=ROOT, capture_output=True, text=True).stdout
+print(diff)
+
+# %% [markdown]
+# ## A crash, seen by the log collector
+#
+# A `crash` fault makes one replica raise. The scenario counts the log records the
+# crashed container left between the crash and its restart — what `kubectl logs
+# --previous` shows, one line one record.
+
+# %%
+results = run_battery(["01", "02"], ["crash"], backend=backend_name, quick=QUICK, progress=print)
+records = {r.stage: r.crash_log_records for r in results}
+print(report.scoreboard(results))
+print(records)
+
+# %% [markdown]
+# And here is that one record, from a replica we crash ourselves:
+
+# %%
+with make_backend(backend_name) as backend:
+    backend.deploy("02", env={"ECHO_FAULTS": "1"})
+    victim = sorted(backend.pods(), key=lambda p: p.name)[0]
+    fault = zmq.Context.instance().socket(zmq.DEALER)
+    fault.linger = 2000
+    fault.connect(victim.address)
+    fault.send_multipart([b"__fault__", b"crash"])
+    fault.close()
+    deadline = time.monotonic() + 30
+    while next(p for p in backend.pods() if p.name == victim.name).restarts == 0:
+        assert time.monotonic() < deadline, "the replica was not restarted"
+        time.sleep(0.1)
+    log = backend.logs(victim.name, previous=True)
+crash_records = [json.loads(line) for line in log.splitlines() if line.startswith("{") and '"ERROR"' in line]
+print(json.dumps(crash_records[0], indent=2))
+
+# %%
+assert records["02-logging"] == 1, "stage 02 leaves one record per crash"
+assert records["01-plain"] > 5, "stage 01 scatters its traceback over many records"
+assert "Traceback (most recent call last)" in crash_records[0]["exception"]

@@ -1,0 +1,48 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (workshop .venv)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06 — The scoreboard: every scenario on every stage
+#
+# The same battery as `make demo`: each scenario runs on a fresh deployment of each stage
+# under 500 requests per second. Read it row by row — each stage fixes one column.
+# With `QUICK` only the rolling restart and the crash run.
+
+# %% tags=["parameters"]
+BACKEND = "auto"
+QUICK = False
+
+# %%
+import matplotlib.pyplot as plt
+
+from workshop import environment, report
+from workshop.battery import run_battery
+from workshop.scenarios import SCENARIOS
+from workshop.stages import all_stages
+
+backend_name = environment.choose_backend(BACKEND)
+scenarios = ["rolling-restart", "crash"] if QUICK else list(SCENARIOS)
+results = run_battery(all_stages(), scenarios, backend=backend_name, quick=QUICK, progress=print)
+
+# %%
+print(report.scoreboard(results))
+
+# %%
+report.figure(results)
+plt.show()
+
+# %%
+by = {(r.stage, r.scenario): r for r in results}
+assert all(by[(s, "rolling-restart")].lost == 0 for s in ("04-shutdown", "05-metrics"))
+assert all(by[(s, "rolling-restart")].lost > 0 for s in ("01-plain", "02-logging", "03-probes"))
+assert all(by[(s, "crash")].crash_log_records == 1 for s in all_stages() if s >= "02")

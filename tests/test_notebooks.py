@@ -1,0 +1,43 @@
+"""The notebooks are the workshop: each runs top to bottom on the local
+backend (QUICK), and its last cell asserts the lesson's key number."""
+
+import time
+
+import jupytext
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from support import ROOT
+
+NOTEBOOKS_DIR = ROOT / "notebooks"
+NOTEBOOKS = sorted(p.stem for p in NOTEBOOKS_DIR.glob("0*.py"))
+
+
+def test_there_is_a_notebook_per_stage_plus_setup_and_compare():
+    assert NOTEBOOKS == ["00-setup", "01-plain", "02-logging", "03-probes", "04-shutdown",
+                         "05-metrics", "06-compare"]
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_is_paired_with_its_py_twin_and_has_no_outputs(name):
+    twin = jupytext.read(NOTEBOOKS_DIR / f"{name}.py")
+    notebook = nbformat.read(NOTEBOOKS_DIR / f"{name}.ipynb", as_version=4)
+    assert [c.source for c in notebook.cells] == [c.source for c in twin.cells]
+    assert notebook.metadata.kernelspec.name == "python3"
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_top_to_bottom_on_the_local_backend(name, record_property):
+    notebook = jupytext.read(NOTEBOOKS_DIR / f"{name}.py")
+    (parameters,) = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    parameters.source += '\nBACKEND = "local"\nQUICK = True\n'  # what papermill would inject
+    started = time.monotonic()
+    NotebookClient(notebook, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(NOTEBOOKS_DIR)}}).execute()
+    seconds = time.monotonic() - started
+    record_property("seconds", round(seconds, 1))
+    print(f"\n{name}: {seconds:.1f} s")  # the budget, 60 s on two cores, is watched, not asserted
