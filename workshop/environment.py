@@ -37,14 +37,15 @@ def choose_backend(preference="auto", api_client=None):
     return preference
 
 
-def prepare_cluster(backend):
-    """Apply the shared pieces (namespace, load generator RBAC, Prometheus) and,
-    with minikube, build every stage's image and the load generator's."""
+def prepare_cluster(backend, objects=None):
+    """Apply the shared pieces (`objects`, default: k8s/ — the namespace, the
+    load generator's RBAC, Prometheus) and, with minikube, build every stage's
+    image and the load generator's."""
     from .backends.kube import build_image
     from .loadrun import LOADGEN_IMAGE
     from .manifests import load_stage
     applied = []
-    for obj in render(ROOT / "k8s"):
+    for obj in objects if objects is not None else render(ROOT / "k8s"):
         backend.apply(obj)
         applied.append(f"{obj['kind']}/{obj['metadata']['name']}")
     built = []
