@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export CONTAINERS_CONF := $(CURDIR)/containers/containers.conf
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-packages demo test test-containers bench diff
+.PHONY: help setup system-packages demo tour test test-containers bench notebooks diff
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -22,14 +22,21 @@ $(VENV)/.installed: requirements.txt
 system-packages: ## Install the Debian packages the tests use (root with apt)
 	@scripts/install-system-packages.sh
 
-demo: setup ## Run every stage and show what each one adds
+demo: setup ## The scoreboard: every failure scenario on every stage (report/)
 	$(PY) -m workshop demo
+
+tour: setup ## A few seconds: each stage's new capability at work
+	$(PY) -m workshop tour
 
 test: setup system-packages ## Run the whole test suite (containers included)
 	$(PY) -m pytest
 
 test-containers: setup system-packages ## Build the five images with podman and test them
 	$(PY) -m pytest -m containers
+
+notebooks: setup ## Open the workshop notebooks in Jupyter Lab
+	$(PY) -m pip install -q --disable-pip-version-check -r notebooks/requirements.txt
+	$(VENV)/bin/jupyter lab notebooks/
 
 bench: setup ## Measure what each stage costs (bench/results/)
 	$(PY) -m bench.run

@@ -29,11 +29,10 @@ import json
 import subprocess
 import time
 
-import zmq
-
 from workshop import environment, report
 from workshop.backends import make_backend
 from workshop.battery import run_battery
+from workshop.client import send_fault
 from workshop.stages import ROOT
 
 backend_name = environment.choose_backend(BACKEND)
@@ -67,11 +66,7 @@ print(records)
 with make_backend(backend_name) as backend:
     backend.deploy("02", env={"ECHO_FAULTS": "1"})
     victim = sorted(backend.pods(), key=lambda p: p.name)[0]
-    fault = zmq.Context.instance().socket(zmq.DEALER)
-    fault.linger = 2000
-    fault.connect(victim.address)
-    fault.send_multipart([b"__fault__", b"crash"])
-    fault.close()
+    send_fault(victim.address, "crash")
     deadline = time.monotonic() + 30
     while next(p for p in backend.pods() if p.name == victim.name).restarts == 0:
         assert time.monotonic() < deadline, "the replica was not restarted"

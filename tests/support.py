@@ -3,13 +3,14 @@ real ZeroMQ on loopback, and wait for conditions with a bound on every wait."""
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import zmq
+
+from workshop.process import free_port  # noqa: F401  (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES_DIR = ROOT / "stages"
@@ -19,12 +20,6 @@ STAGES = sorted(p.name for p in STAGES_DIR.iterdir() if (p / "echo_server.py").e
 def stages_from(first):
     """The stages that have a capability: `first` and every later one."""
     return [s for s in STAGES if s >= first]
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for(condition, timeout, interval=0.02, message="condition"):

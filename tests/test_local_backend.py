@@ -14,7 +14,7 @@ import pytest
 
 from support import ROOT, wait_for
 from workshop.backends.local import LocalBackend
-from workshop.client import echo_once
+from workshop.client import echo_once, send_fault
 from workshop.manifests import load_stage, render, render_without_kubectl
 from workshop.stages import all_stages, stage_dir
 
@@ -23,15 +23,6 @@ from workshop.stages import all_stages, stage_dir
 def backend(tmp_path):
     with LocalBackend(workdir=tmp_path, propagation_s=0.1) as local:
         yield local
-
-
-def hang(endpoint):
-    import zmq
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.linger = 2000
-    sock.connect(endpoint)
-    sock.send_multipart([b"__fault__", b"hang"])
-    sock.close()
 
 
 def events_of(backend, pod):
@@ -66,7 +57,7 @@ def test_without_readiness_probe_a_pod_is_ready_before_it_listens(backend):
 def test_liveness_failure_restarts_a_hung_replica(backend):
     backend.deploy("03", env={"ECHO_FAULTS": "1"})
     victim = sorted(backend.pods(), key=lambda p: p.name)[0]
-    hang(victim.address)
+    send_fault(victim.address, "hang")
     spec = load_stage("03").liveness
     bound = spec.period_s * (spec.failure_threshold + 1) + spec.timeout_s + 5
     wait_for(lambda: next(p for p in backend.pods() if p.name == victim.name).restarts == 1,
@@ -79,7 +70,7 @@ def test_grace_period_ends_in_sigkill_when_sigterm_is_not_enough(backend):
     backend.deploy("04", env={"ECHO_FAULTS": "1"})
     backend.spec.grace_s = 4  # preStop sleeps 3 s; the hung loop never exits on SIGTERM
     victim = sorted(backend.pods(), key=lambda p: p.name)[0]
-    hang(victim.address)
+    send_fault(victim.address, "hang")
     backend.delete_pod(victim.name)
     wait_for(lambda: victim.name not in {p.name for p in backend.pods()}, timeout=15, interval=0.1,
              message="the pod to go")
@@ -118,12 +109,7 @@ def test_scale_and_delete(backend):
 def test_crashed_container_is_restarted_and_its_log_kept(backend):
     backend.deploy("02", env={"ECHO_FAULTS": "1"})
     victim = sorted(backend.pods(), key=lambda p: p.name)[0]
-    import zmq
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.linger = 2000
-    sock.connect(victim.address)
-    sock.send_multipart([b"__fault__", b"crash"])
-    sock.close()
+    send_fault(victim.address, "crash")
     wait_for(lambda: next(p for p in backend.pods() if p.name == victim.name).restarts == 1,
              timeout=10, message="the restart")
     assert "fault injected: crash" in backend.logs(victim.name)

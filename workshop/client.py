@@ -14,3 +14,16 @@ def echo_once(endpoint, payload=b"ping", timeout_ms=200):
         return bool(sock.poll(timeout_ms)) and sock.recv() == payload
     finally:
         sock.close()
+
+
+def send_fault(endpoint, command):
+    """Send a fault request (crash, hang, slow:<ms>) to one replica started with
+    ECHO_FAULTS=1. No reply is awaited: a crashed or hung replica never answers;
+    LINGER makes sure the message leaves before the socket closes."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 2000
+    try:
+        sock.connect(endpoint)
+        sock.send_multipart([b"__fault__", command.encode()])
+    finally:
+        sock.close()

@@ -2,10 +2,18 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 
 from .stages import stage_dir
+
+
+def free_port(host="127.0.0.1"):
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
 
 
 class StageProcess:

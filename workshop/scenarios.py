@@ -10,9 +10,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 
-import zmq
-
-from .client import echo_once
+from .client import echo_once, send_fault
 from .stages import resolve
 
 RATE = 500             # requests per second: several runs share two cores
@@ -128,15 +126,6 @@ class Scenario:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.stage} not serving after {timeout_s} s: {self.backend.pods()}")
 
-    def send_fault(self, endpoint, command):
-        """Send a fault to one replica directly, as the scenario's own client."""
-        context = zmq.Context.instance()
-        sock = context.socket(zmq.DEALER)  # not echo_once: a hung replica never answers
-        sock.linger = 2000  # make sure it leaves before the socket goes
-        sock.connect(endpoint)
-        sock.send_multipart([b"__fault__", command.encode()])
-        sock.close()
-
     def pick_victim(self):
         pods = sorted((p for p in self.backend.pods() if p.ready and not p.terminating), key=lambda p: p.name)
         return pods[0]
@@ -206,7 +195,7 @@ class Crash(Scenario):
         victim = self.pick_victim()
         self.victim = victim.name
         self.log_before = len(self.backend.logs(self.victim).splitlines())
-        self.send_fault(victim.address, "crash")
+        send_fault(victim.address, "crash")
 
     def recovered(self, t):
         pod = next((p for p in self.backend.pods() if p.name == self.victim), None)
@@ -240,7 +229,7 @@ class Hang(Scenario):
     def act(self):
         victim = self.pick_victim()
         self.victim, self.victim_address = victim.name, victim.address
-        self.send_fault(victim.address, "hang")
+        send_fault(victim.address, "hang")
 
     def recovered(self, t):
         _, endpoints = self.backend.feed.snapshot()

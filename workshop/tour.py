@@ -3,7 +3,6 @@ work, one line per stage. No cluster needed; takes a few seconds."""
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -13,14 +12,9 @@ from urllib.request import urlopen
 
 import zmq
 
-from .process import StageProcess
+from .client import echo_once, send_fault
+from .process import StageProcess, free_port
 from .stages import all_stages, stage_dir
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Session:
@@ -33,7 +27,7 @@ class Session:
         self.process = StageProcess(stage, env, Path(workdir) / f"{stage}.log").start()
         self.context = zmq.Context()
         deadline = time.monotonic() + 10
-        while not self.answers_once():
+        while not echo_once(self.endpoint, b"ready?", timeout_ms=100):
             if time.monotonic() > deadline or not self.process.running():
                 raise RuntimeError(f"{stage} did not start:\n{self.process.logs()}")
         self.client = self.dealer()
@@ -43,14 +37,6 @@ class Session:
         client.linger = 0
         client.connect(self.endpoint)
         return client
-
-    def answers_once(self):
-        """One echo on a throw-away socket, so no late reply is left over."""
-        probe = self.dealer()
-        probe.send(b"ready?")
-        answered = probe.poll(100)
-        probe.close()
-        return answered
 
     def send_many(self, count):
         for i in range(count):
@@ -78,7 +64,7 @@ def show_01(workdir):
     started = time.perf_counter()
     answered = session.pipeline(1000)
     elapsed_ms = (time.perf_counter() - started) * 1000
-    session.client.send_multipart([b"__fault__", b"crash"])
+    send_fault(session.endpoint, "crash")
     code = session.process.wait(10)
     session.close()
     return f"echoed {answered}/1000 pipelined in {elapsed_ms:.0f} ms; a crash ends it (exit {code}): restarting is Kubernetes' job"
@@ -86,7 +72,7 @@ def show_01(workdir):
 
 def show_02(workdir):
     session = Session("02-logging", workdir, ECHO_FAULTS=1)
-    session.client.send_multipart([b"__fault__", b"crash"])
+    send_fault(session.endpoint, "crash")
     session.process.wait(10)
     session.close()
     errors = [json.loads(line) for line in session.process.logs().splitlines() if '"ERROR"' in line]
@@ -104,7 +90,7 @@ def healthcheck(stage, endpoint):
 def show_03(workdir):
     session = Session("03-probes", workdir, ECHO_FAULTS=1)
     healthy, _ = healthcheck("03-probes", session.endpoint)
-    session.client.send_multipart([b"__fault__", b"hang"])
+    send_fault(session.endpoint, "hang")
     hung, hung_ms = healthcheck("03-probes", session.endpoint)
     session.close()
     return f"liveness check exits {healthy} while serving, {hung} after a hang fault (in {hung_ms:.0f} ms)"

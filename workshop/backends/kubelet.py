@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from ..process import StageProcess
+from ..process import StageProcess, free_port
 from ..stages import stage_dir
 
 BACKOFF_MAX_S = 300       # the kubelet's cap on CrashLoopBackOff
@@ -262,9 +262,3 @@ def run_probe(probe, host, port, env, spec):
     except subprocess.TimeoutExpired:
         return False
     return result.returncode == 0
-
-
-def free_port(host="127.0.0.1"):
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]

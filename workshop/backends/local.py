@@ -43,7 +43,8 @@ from ..feed import Endpoint, EndpointFeed
 from ..loadrun import LocalLoad
 from ..manifests import load_stage
 from .base import Backend, PodStatus
-from .kubelet import Pod, free_port
+from ..process import free_port
+from .kubelet import Pod
 
 TICK_S = 0.02
 
