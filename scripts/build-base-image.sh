@@ -3,7 +3,8 @@
 # container tests pass as BASE_IMAGE to every stage's Dockerfile:
 #   1. debootstrap --variant=minbase bookworm from the Debian mirror apt uses,
 #   2. podman import it as a rootfs image,
-#   3. add python3 + a venv with the stages' pinned wheels (containers/base).
+#   3. add python3 + a venv with the pinned wheels of the stages and of the
+#      load generator image (containers/base).
 # Prints the image name on stdout; progress goes to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +13,8 @@ export CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/containers/containers.conf}"
 ROOTFS_IMAGE=localhost/echo-rootfs:bookworm
 # The tag carries a hash of the pins and the Containerfile: change either and
 # the base is rebuilt, otherwise it is reused.
-pins_hash=$(cat stages/*/requirements.txt containers/base/Containerfile | sha256sum | cut -c1-12)
+pins_hash=$(cat stages/*/requirements.txt workshop/requirements-loadgen.txt containers/base/Containerfile |
+  sha256sum | cut -c1-12)
 BASE_IMAGE=localhost/echo-base:$pins_hash
 
 if podman image exists "$BASE_IMAGE"; then
@@ -45,6 +47,9 @@ cat stages/*/requirements.txt | sort -u > "$context/requirements.txt"
 echo "downloading wheels for: $(tr '\n' ' ' < "$context/requirements.txt")" >&2
 python3 -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
   --python-version 3.11 --no-deps -d "$context/wheels" -r "$context/requirements.txt" >&2
+# The load generator's client library brings dependencies of its own.
+python3 -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
+  --python-version 3.11 -d "$context/wheels" -r workshop/requirements-loadgen.txt >&2
 cp containers/base/Containerfile "$context/"
 podman build --quiet --build-arg ROOTFS_IMAGE="$ROOTFS_IMAGE" -t "$BASE_IMAGE" "$context" >&2
 echo "$BASE_IMAGE"

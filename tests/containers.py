@@ -35,12 +35,17 @@ def build_base_image():
     return result.stdout.strip().splitlines()[-1]
 
 
-def build_stage_image(stage, base_image):
-    """Build the stage exactly as a user would, but FROM the local base; return seconds."""
+def build_image(tag, context, base_image, dockerfile=None):
+    """Build as a user would, but FROM the local base; return seconds."""
     started = time.monotonic()
-    podman("build", "--quiet", "--build-arg", f"BASE_IMAGE={base_image}",
-           "-t", f"cloudnative-echo:{stage}", str(STAGES_DIR / stage), timeout=600)
+    file_args = ["-f", str(dockerfile)] if dockerfile else []
+    podman("build", "--quiet", "--build-arg", f"BASE_IMAGE={base_image}", *file_args,
+           "-t", tag, str(context), timeout=600)
     return time.monotonic() - started
+
+
+def build_stage_image(stage, base_image):
+    return build_image(f"cloudnative-echo:{stage}", STAGES_DIR / stage, base_image)
 
 
 class Container:

@@ -7,8 +7,8 @@ import signal
 
 import pytest
 
-from containers import Container, build_base_image, build_stage_image, podman, require_podman
-from support import STAGES, Client, free_port, stages_from, wait_for
+from containers import Container, build_base_image, build_image, build_stage_image, podman, require_podman
+from support import ROOT, STAGES, Client, free_port, stages_from, wait_for
 
 pytestmark = pytest.mark.containers
 STOP_TIMEOUT_S = 3
@@ -16,10 +16,14 @@ STOP_TIMEOUT_S = 3
 
 @pytest.fixture(scope="module")
 def images():
-    """Build the base once (cached across runs) and all five stage images."""
+    """Build the base once (cached across runs), all five stage images and the
+    load generator's; return each build's seconds."""
     require_podman()
     base = build_base_image()
-    return {stage: build_stage_image(stage, base) for stage in STAGES}
+    seconds = {stage: build_stage_image(stage, base) for stage in STAGES}
+    seconds["loadgen"] = build_image("cloudnative-echo:loadgen", ROOT, base, ROOT / "workshop" / "Dockerfile")
+    print("\nbuild seconds:", {name: round(s, 1) for name, s in seconds.items()})
+    return seconds
 
 
 @pytest.fixture
@@ -102,3 +106,15 @@ def test_stage_02_crash_is_one_json_record_in_podman_logs(run_container):
     assert len(errors) == 1
     assert "RuntimeError: fault injected: crash" in errors[0]["exception"]
     assert container.state()["ExitCode"] == 1
+
+
+def test_load_generator_image_loads_a_stage_container(run_container):
+    """The in-cluster load generator's image, run as its Job runs it (here in
+    naive mode: no API server to follow endpoints from)."""
+    target = run_container("04-shutdown")
+    result = podman("run", "--rm", "--network", "host", "--read-only", "--cap-drop", "ALL",
+                    "cloudnative-echo:loadgen", "--naive", target.endpoint, "--rate", "200", "--seconds", "1")
+    lines = result.stdout.splitlines()
+    assert lines[0] == '{"started": true}'
+    totals = json.loads(lines[-1])["result"]
+    assert totals["sent"] >= 150 and totals["answered"] == totals["sent"] and totals["lost"] == 0
