@@ -52,4 +52,7 @@ python3 -m pip download --quiet --disable-pip-version-check --only-binary=:all: 
   --python-version 3.11 -d "$context/wheels" -r workshop/requirements-loadgen.txt >&2
 cp containers/base/Containerfile "$context/"
 podman build --quiet --build-arg ROOTFS_IMAGE="$ROOTFS_IMAGE" -t "$BASE_IMAGE" "$context" >&2
+# Older bases (other pins) are no longer used by anything: free their space.
+podman images --format '{{.Repository}}:{{.Tag}}' | grep '^localhost/echo-base:' | grep -vx "$BASE_IMAGE" |
+  xargs -r podman rmi >&2 || true
 echo "$BASE_IMAGE"
