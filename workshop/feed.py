@@ -2,7 +2,8 @@
 
 It models what the EndpointSlice controller gives a watcher: the ready,
 non-terminating endpoints of a Service, with change notifications. Readers
-either poll `snapshot()` (cheap) or block in `wait_for_change()`.
+either poll `snapshot()` (cheap: the load generator does, between sends) or
+block in `wait_until()` for the endpoints they need.
 """
 
 import threading
@@ -32,12 +33,6 @@ class EndpointFeed:
     def snapshot(self):
         """(version, endpoints): the version grows with every change."""
         with self._changed:
-            return self._version, self._endpoints
-
-    def wait_for_change(self, version, timeout):
-        """Block until the version differs from `version` or `timeout` passes."""
-        with self._changed:
-            self._changed.wait_for(lambda: self._version != version, timeout)
             return self._version, self._endpoints
 
     def wait_until(self, predicate, timeout):

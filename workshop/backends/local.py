@@ -149,9 +149,6 @@ class LocalBackend(Backend):
         path = self.workdir / f"{pod_name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def all_logs(self):
-        return {p.stem: p.read_text(errors="replace") for p in sorted(self.workdir.glob("*.log"))}
-
     def events(self):
         with self._lock:
             return list(self._events)
