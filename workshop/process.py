@@ -32,10 +32,6 @@ class StageProcess:
             )
         return self
 
-    @property
-    def pid(self):
-        return self.popen.pid
-
     def running(self):
         return self.popen is not None and self.popen.poll() is None
 
