@@ -31,13 +31,13 @@ BACKEND = "auto"
 QUICK = False
 
 # %%
-from workshop import environment
+from workshop import notebook_setup
 
-for tool, path in environment.tools().items():
+for tool, path in notebook_setup.tools().items():
     print(f"{tool:<9} {path or 'not found'}")
 
 # %%
-backend_name = environment.choose_backend(BACKEND)
+backend_name = notebook_setup.choose_backend(BACKEND)
 print(f"backend: {backend_name}")
 
 # %% [markdown]
@@ -51,7 +51,7 @@ from workshop.backends import make_backend
 
 if backend_name == "kube":
     with make_backend("kube") as cluster:
-        applied, built = environment.prepare_cluster(cluster)
+        applied, built = notebook_setup.prepare_cluster(cluster)
     print("applied:", ", ".join(applied))
     print("built:", ", ".join(built) or "nothing (no minikube: see the chapters' build commands)")
 else:

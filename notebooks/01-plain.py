@@ -26,12 +26,12 @@ QUICK = False
 # %%
 import matplotlib.pyplot as plt
 
-from workshop import environment, report
+from workshop import notebook_setup, report
 from workshop.backends import make_backend
-from workshop.battery import run_battery
-from workshop.loadgen import LoadGenerator
+from workshop.parallel_runs import run_all
+from workshop.load_generator import LoadGenerator
 
-backend_name = environment.choose_backend(BACKEND)
+backend_name = notebook_setup.choose_backend(BACKEND)
 print("backend:", backend_name)
 
 # %% [markdown]
@@ -67,7 +67,7 @@ if backend_name == "local":
     plt.show()
     print({label: sorted(p.values()) for label, p in shares.items()})
 else:
-    print("On the cluster: python -m workshop loadgen --naive tcp://echo:5555 in a Job shows the same")
+    print("On the cluster: the rolling restart below measures a naive client through the real Service")
 
 # %% [markdown]
 # ## A rolling restart under load
@@ -78,7 +78,7 @@ else:
 # later. Marks above the line are lost requests.
 
 # %%
-results = run_battery(["01"], ["rolling-restart"], backend=backend_name, quick=QUICK, progress=print)
+results = run_all(["01"], ["rolling-restart"], backend=backend_name, quick=QUICK, progress=print)
 rolling = results[0]
 report.figure(results)
 plt.show()

@@ -29,13 +29,13 @@ import json
 import subprocess
 import time
 
-from workshop import environment, report
+from workshop import notebook_setup, report
 from workshop.backends import make_backend
-from workshop.battery import run_battery
+from workshop.parallel_runs import run_all
 from workshop.client import send_fault
 from workshop.stages import ROOT
 
-backend_name = environment.choose_backend(BACKEND)
+backend_name = notebook_setup.choose_backend(BACKEND)
 print("backend:", backend_name)
 
 # %% [markdown]
@@ -54,7 +54,7 @@ print(diff)
 # --previous` shows, one line one record.
 
 # %%
-results = run_battery(["01", "02"], ["crash"], backend=backend_name, quick=QUICK, progress=print)
+results = run_all(["01", "02"], ["crash"], backend=backend_name, quick=QUICK, progress=print)
 records = {r.stage: r.crash_log_records for r in results}
 print(report.scoreboard(results))
 print(records)

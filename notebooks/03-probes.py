@@ -31,11 +31,11 @@ QUICK = False
 # %%
 import matplotlib.pyplot as plt
 
-from workshop import environment, report
-from workshop.battery import run_battery
+from workshop import notebook_setup, report
+from workshop.parallel_runs import run_all
 
-backend_name = environment.choose_backend(BACKEND)
-results = run_battery(["02", "03"], ["slow-start", "hang"], backend=backend_name, quick=QUICK, progress=print)
+backend_name = notebook_setup.choose_backend(BACKEND)
+results = run_all(["02", "03"], ["slow-start", "hang"], backend=backend_name, quick=QUICK, progress=print)
 by = {(r.stage, r.scenario): r for r in results}
 print(report.scoreboard(results))
 

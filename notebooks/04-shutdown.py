@@ -28,16 +28,16 @@ import subprocess
 
 import matplotlib.pyplot as plt
 
-from workshop import environment, report
-from workshop.battery import run_battery
+from workshop import notebook_setup, report
+from workshop.parallel_runs import run_all
 from workshop.stages import ROOT
 
-backend_name = environment.choose_backend(BACKEND)
+backend_name = notebook_setup.choose_backend(BACKEND)
 print(subprocess.run(["diff", "-u", "stages/03-probes/echo_server.py", "stages/04-shutdown/echo_server.py"],
                      cwd=ROOT, capture_output=True, text=True).stdout)
 
 # %%
-results = run_battery(["03", "04"], ["rolling-restart"], backend=backend_name, quick=QUICK, progress=print)
+results = run_all(["03", "04"], ["rolling-restart"], backend=backend_name, quick=QUICK, progress=print)
 by = {r.stage: r for r in results}
 report.figure(results)
 plt.show()

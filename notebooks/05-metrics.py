@@ -32,11 +32,11 @@ from urllib.request import urlopen
 import matplotlib.pyplot as plt
 from prometheus_client.parser import text_string_to_metric_families
 
-from workshop import environment
+from workshop import notebook_setup
 from workshop.backends import make_backend
-from workshop.loadgen import LoadGenerator
+from workshop.load_generator import LoadGenerator
 
-backend_name = environment.choose_backend(BACKEND)
+backend_name = notebook_setup.choose_backend(BACKEND)
 print("backend:", backend_name)
 
 

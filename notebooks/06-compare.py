@@ -25,14 +25,14 @@ QUICK = False
 # %%
 import matplotlib.pyplot as plt
 
-from workshop import environment, report
-from workshop.battery import run_battery
+from workshop import notebook_setup, report
+from workshop.parallel_runs import run_all
 from workshop.scenarios import SCENARIOS
 from workshop.stages import all_stages
 
-backend_name = environment.choose_backend(BACKEND)
+backend_name = notebook_setup.choose_backend(BACKEND)
 scenarios = ["rolling-restart", "crash"] if QUICK else list(SCENARIOS)
-results = run_battery(all_stages(), scenarios, backend=backend_name, quick=QUICK, progress=print)
+results = run_all(all_stages(), scenarios, backend=backend_name, quick=QUICK, progress=print)
 
 # %%
 print(report.scoreboard(results))

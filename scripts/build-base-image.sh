@@ -13,7 +13,7 @@ export CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/containers/containers.conf}"
 ROOTFS_IMAGE=localhost/echo-rootfs:bookworm
 # The tag carries a hash of the pins and the Containerfile: change either and
 # the base is rebuilt, otherwise it is reused.
-pins_hash=$(cat stages/*/requirements.txt workshop/requirements-loadgen.txt containers/base/Containerfile |
+pins_hash=$(cat stages/*/requirements.txt loadgen-image/requirements.txt containers/base/Containerfile |
   sha256sum | cut -c1-12)
 BASE_IMAGE=localhost/echo-base:$pins_hash
 
@@ -49,7 +49,7 @@ python3 -m pip download --quiet --disable-pip-version-check --only-binary=:all: 
   --python-version 3.11 --no-deps -d "$context/wheels" -r "$context/requirements.txt" >&2
 # The load generator's client library brings dependencies of its own.
 python3 -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
-  --python-version 3.11 -d "$context/wheels" -r workshop/requirements-loadgen.txt >&2
+  --python-version 3.11 -d "$context/wheels" -r loadgen-image/requirements.txt >&2
 cp containers/base/Containerfile "$context/"
 podman build --quiet --build-arg ROOTFS_IMAGE="$ROOTFS_IMAGE" -t "$BASE_IMAGE" "$context" >&2
 # Older bases (other pins) are no longer used by anything: free their space.

@@ -2,6 +2,8 @@ import pytest
 
 from support import EchoServer
 
+pytest_plugins = ["services"]  # the rsyslog and Prometheus fixtures
+
 
 @pytest.fixture
 def start_server(tmp_path):

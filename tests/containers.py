@@ -14,6 +14,10 @@ from support import ROOT, STAGES_DIR
 os.environ.setdefault("CONTAINERS_CONF", str(ROOT / "containers" / "containers.conf"))
 
 
+BASE_BUILD_S = 900   # debootstrap and apt, the first time
+IMAGE_BUILD_S = 600
+
+
 def podman(*args, timeout=120, check=True):
     return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout, check=check)
 
@@ -30,7 +34,7 @@ def require_podman():
 def build_base_image():
     """The cached local stand-in for python:3.12-slim (see scripts/build-base-image.sh)."""
     result = subprocess.run([str(ROOT / "scripts" / "build-base-image.sh")], capture_output=True,
-                            text=True, timeout=900)
+                            text=True, timeout=BASE_BUILD_S)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip().splitlines()[-1]
 
@@ -40,7 +44,7 @@ def build_image(tag, context, base_image, dockerfile=None):
     started = time.monotonic()
     file_args = ["-f", str(dockerfile)] if dockerfile else []
     podman("build", "--quiet", "--build-arg", f"BASE_IMAGE={base_image}", *file_args,
-           "-t", tag, str(context), timeout=600)
+           "-t", tag, str(context), timeout=IMAGE_BUILD_S)
     return time.monotonic() - started
 
 

@@ -1,20 +1,14 @@
 """Helpers the tests share: start a stage as a real process, talk to it over
 real ZeroMQ on loopback, and wait for conditions with a bound on every wait."""
 
-import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import zmq
 
-from workshop.process import free_port  # noqa: F401  (re-exported for the tests)
+from workshop.process import ServerProcess, free_port  # noqa: F401  (free_port: for the tests)
+from workshop.stages import ROOT, STAGES_DIR, all_stages  # noqa: F401  (ROOT, STAGES_DIR: for the tests)
 
-ROOT = Path(__file__).resolve().parent.parent
-STAGES_DIR = ROOT / "stages"
-STAGES = sorted(p.name for p in STAGES_DIR.iterdir() if (p / "echo_server.py").exists())
+STAGES = all_stages()
 
 
 def stages_from(first):
@@ -73,55 +67,40 @@ class Client:
 
 
 class EchoServer:
-    """One stage's echo_server.py as a real child process on loopback."""
+    """One stage's echo_server.py as a real child process on loopback, its
+    stdout and stderr kept apart (the logging tests read both)."""
 
     def __init__(self, stage, tmp_path, host="127.0.0.1", **env):
         self.stage = stage
         self.port = free_port()
         self.endpoint = f"tcp://{host}:{self.port}"
-        self.env = {**os.environ, "ECHO_BIND": self.endpoint, **{k: str(v) for k, v in env.items()}}
+        env = {"ECHO_BIND": self.endpoint, **env}
         if stage >= "05":
-            self.env.setdefault("METRICS_PORT", str(free_port()))
-        self.stdout_path = tmp_path / f"{stage}-{self.port}.stdout"
-        self.stderr_path = tmp_path / f"{stage}-{self.port}.stderr"
-        self.process = None
+            env.setdefault("METRICS_PORT", free_port())
+        self.process = ServerProcess.of_stage(stage, env, tmp_path / f"{stage}-{self.port}.stdout",
+                                              stderr_path=tmp_path / f"{stage}-{self.port}.stderr")
+        self.env = self.process.env
 
     def start(self, wait_ready=True):
-        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.process = subprocess.Popen(
-                [sys.executable, "echo_server.py"],
-                cwd=STAGES_DIR / self.stage, env=self.env, stdout=out, stderr=err,
-            )
+        self.process.start()
         if wait_ready:
-            self.wait_ready()
+            self.process.wait_serving(self.endpoint)
         return self
 
-    def wait_ready(self, timeout=10):
-        with Client(self.endpoint) as client:
-            def answers():
-                assert self.process.poll() is None, f"server exited: {self.stderr()}"
-                return client.echo([b"ready?"], timeout_ms=100) == [b"ready?"]
-            wait_for(answers, timeout, interval=0, message=f"{self.stage} to answer")
-
     def send_signal(self, signum):
-        self.process.send_signal(signum)
+        self.process.signal(signum)
 
     def wait_exit(self, timeout=10):
         return self.process.wait(timeout)
 
+    def running(self):
+        return self.process.running()
+
     def stdout(self):
-        return self.stdout_path.read_text()
+        return self.process.output()
 
     def stderr(self):
-        return self.stderr_path.read_text()
+        return self.process.errors()
 
     def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
+        self.process.kill()

@@ -6,12 +6,18 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from support import ROOT, STAGES
 
 
+SMOKE_TIMEOUT_S = 300
+
+
+@pytest.mark.timeout(SMOKE_TIMEOUT_S + 30)
 def test_bench_smoke_run_measures_every_target(tmp_path):
     run = subprocess.run([sys.executable, "-m", "bench.run", "--smoke", "--out", str(tmp_path)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+                         cwd=ROOT, capture_output=True, text=True, timeout=SMOKE_TIMEOUT_S)
     assert run.returncode == 0, run.stderr
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["summary"]) == {"baseline", *STAGES}

@@ -14,11 +14,11 @@ import pytest
 from kubernetes import client
 
 from support import ROOT, free_port
-from workshop import environment
+from workshop import notebook_setup
+from workshop.backends.cluster_job import STARTED, JobLoad, line, outcome_lines
+from workshop.backends.endpointslices import EndpointSliceWatcher
 from workshop.backends.kube import RESTARTED_AT, KubeBackend, build_command
-from workshop.endpointslices import EndpointSliceWatcher
-from workshop.loadgen import LoadResult, to_json_lines
-from workshop.loadrun import STARTED, JobLoad
+from workshop.load_generator import FaultSent, LoadOutcome, LoadResult, LoadSpec
 from workshop.manifests import load_stage, render
 from workshop.stages import stage_dir
 
@@ -143,21 +143,29 @@ async def test_endpointslice_watch_follows_changes_and_relists_after_410(kmock):
 
 async def test_load_job_runs_in_cluster_and_its_log_is_read_back(kmock, backend):
     backend.spec = load_stage("04")
-    load = await asyncio.to_thread(JobLoad, backend.api_client, NS, "echo", 500, 1.0, 5, "echo-loadgen-t")
+    spec = LoadSpec(rate=500, timeout_s=1.0, max_s=5, fault="crash", fault_at_s=1.0, naive_rate=100)
+    load = await asyncio.to_thread(JobLoad, backend.api_client, NS, "echo", spec, "tcp://echo:5555", "echo-loadgen-t")
     job = kmock.objects["batch/v1/jobs", NS, "echo-loadgen-t"]
     pod_spec = job["spec"]["template"]["spec"]
     assert pod_spec["serviceAccountName"] == "loadgen"
-    assert pod_spec["containers"][0]["command"][:4] == ["python", "-m", "workshop", "loadgen"]
+    command = pod_spec["containers"][0]["command"]
+    assert command[:4] == ["python", "-m", "workshop.backends.cluster_job", "load"]
+    assert ["--fault", "crash"] == command[command.index("--fault"):][:2]
+    assert ["--service-address", "tcp://echo:5555"] == command[command.index("--service-address"):][:2]
     # the Job controller and kubelet: a pod, its log, and success
     await kmock.post(f"/api/v1/namespaces/{NS}/pods", json={
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "echo-loadgen-t-abc", "namespace": NS,
                                                          "labels": {"job-name": "echo-loadgen-t"}},
         "spec": {"containers": [{"name": "loadgen", "image": "cloudnative-echo:loadgen"}]}})
-    sent = LoadResult(sent=3, answered=2, lost=1, samples=[(0.1, 0.0004, "tcp://10.0.0.1:5555"),
-                                                           (0.2, None, "tcp://10.0.0.2:5555"),
-                                                           (0.3, 0.0005, "tcp://10.0.0.1:5555")],
-                      per_endpoint={"tcp://10.0.0.1:5555": 2, "tcp://10.0.0.2:5555": 1})
-    log = "\n".join([STARTED, *to_json_lines(sent, chunk=2)]) + "\n"
+    aware = LoadResult(sent=3, answered=2, lost=1, samples=[(0.1, 0.0004, "tcp://10.0.0.1:5555"),
+                                                            (0.2, None, "tcp://10.0.0.2:5555"),
+                                                            (0.3, 0.0005, "tcp://10.0.0.1:5555")],
+                       per_endpoint={"tcp://10.0.0.1:5555": 2, "tcp://10.0.0.2:5555": 1})
+    naive = LoadResult(sent=1, answered=1, samples=[(0.1, 0.0003, "tcp://echo:5555")],
+                       per_endpoint={"tcp://echo:5555": 1})
+    fault = FaultSent("echo-a", "tcp://10.0.0.1:5555", 1.0)
+    sent = LoadOutcome(aware=aware, naive=naive, fault=fault)
+    log = "\n".join([line(STARTED), line({"fault": vars(fault)}), "a stray line", *outcome_lines(sent)]) + "\n"
     kmock[km.subresource("log")] << log.encode()
     await kmock.patch(f"/apis/batch/v1/namespaces/{NS}/jobs/echo-loadgen-t", json={"status": {"succeeded": 1}})
     received = await asyncio.to_thread(load.result, 10)
@@ -167,7 +175,7 @@ async def test_load_job_runs_in_cluster_and_its_log_is_read_back(kmock, backend)
 def test_images_are_built_with_the_chapters_commands():
     assert build_command("04", "cloudnative-echo:04-shutdown")[:5] == [
         "minikube", "image", "build", "-t", "cloudnative-echo:04-shutdown"]
-    assert build_command(None, "cloudnative-echo:loadgen")[-3:-1] == ["-f", "workshop/Dockerfile"]
+    assert build_command(None, "cloudnative-echo:loadgen")[-3:-1] == ["-f", "loadgen-image/Dockerfile"]
 
 
 async def test_setup_notebook_picks_kube_when_the_api_answers_and_prepares_it(kmock, backend):
@@ -175,13 +183,13 @@ async def test_setup_notebook_picks_kube_when_the_api_answers_and_prepares_it(km
     kmock["get"]["/version/"] << {
         "major": "1", "minor": "30", "gitVersion": "v1.30.0", "gitCommit": "0" * 40, "gitTreeState": "clean",
         "buildDate": "2024-04-17T00:00:00Z", "goVersion": "go1.22.2", "compiler": "gc", "platform": "linux/amd64"}
-    assert await asyncio.to_thread(environment.choose_backend, "auto", backend.api_client) == "kube"
+    assert await asyncio.to_thread(notebook_setup.choose_backend, "auto", backend.api_client) == "kube"
     shared = render(ROOT / "k8s")
     assert [o["kind"] for o in shared].count("Namespace") == 1
     # kmock cannot create Namespaces (it parses /api/v1/namespaces as a namespaced path),
     # so the rest of k8s/ is applied here; a real API server takes the Namespace too.
     namespaced = [o for o in shared if o["kind"] != "Namespace"]
-    applied, built = await asyncio.to_thread(environment.prepare_cluster, backend, namespaced)
+    applied, built = await asyncio.to_thread(notebook_setup.prepare_cluster, backend, namespaced)
     assert {"ServiceAccount/loadgen", "Role/loadgen", "RoleBinding/loadgen", "ConfigMap/prometheus",
             "Deployment/prometheus", "Service/prometheus"} <= set(applied)
     assert built == []  # build_images=False here; with minikube it builds every image
@@ -191,7 +199,7 @@ async def test_setup_notebook_picks_kube_when_the_api_answers_and_prepares_it(km
 def test_setup_notebook_falls_back_to_local_when_no_cluster_answers():
     configuration = client.Configuration()
     configuration.host = f"http://127.0.0.1:{free_port()}"  # nobody listens here
-    assert environment.choose_backend("auto", client.ApiClient(configuration)) == "local"
-    assert environment.choose_backend("local") == "local"
+    assert notebook_setup.choose_backend("auto", client.ApiClient(configuration)) == "local"
+    assert notebook_setup.choose_backend("local") == "local"
     with pytest.raises(ValueError):
-        environment.choose_backend("minikube")
+        notebook_setup.choose_backend("minikube")

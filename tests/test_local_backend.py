@@ -15,7 +15,8 @@ import pytest
 from support import ROOT, wait_for
 from workshop.backends.local import LocalBackend
 from workshop.client import echo_once, send_fault
-from workshop.manifests import load_stage, render, render_without_kubectl
+from manifests import render as render_with_kubectl
+from workshop.manifests import load_stage, render_without_kubectl
 from workshop.stages import all_stages, stage_dir
 
 
@@ -29,12 +30,13 @@ def events_of(backend, pod):
     return [(t, what) for t, name, what in backend.events() if name == pod]
 
 
-@pytest.mark.parametrize("stage", all_stages())
-def test_builtin_renderer_matches_kubectl(stage):
-    kustomization = stage_dir(stage) / "k8s"
+@pytest.mark.parametrize("kustomization", [stage_dir(s) / "k8s" for s in all_stages()] + [ROOT / "k8s"],
+                         ids=lambda path: str(path.relative_to(ROOT)))
+def test_builtin_renderer_matches_kubectl(kustomization):
     def key(obj):
         return obj["kind"], obj["metadata"]["name"]
-    assert sorted(render_without_kubectl(kustomization), key=key) == sorted(render(kustomization), key=key)
+    by_kubectl = sorted(render_with_kubectl(kustomization), key=key)
+    assert sorted(render_without_kubectl(kustomization), key=key) == by_kubectl
 
 
 def test_readiness_probe_keeps_a_slow_starter_out_of_the_endpoints(backend):
@@ -93,7 +95,7 @@ def test_rolling_update_never_drops_below_replicas_minus_max_unavailable(backend
         time.sleep(0.01)  # sampling pace
     assert worst_available >= spec.replicas - spec.max_unavailable
     assert most_pods <= spec.replicas + spec.max_surge
-    assert all(p.current for p in backend.pods() if not p.terminating)
+    assert all(f"-r{backend.revision}-" in p.name for p in backend.pods() if not p.terminating)
 
 
 def test_scale_and_delete(backend):

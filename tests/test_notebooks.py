@@ -12,6 +12,7 @@ from support import ROOT
 
 NOTEBOOKS_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(p.stem for p in NOTEBOOKS_DIR.glob("0*.py"))
+CELL_TIMEOUT_S = 120
 
 
 def test_there_is_a_notebook_per_stage_plus_setup_and_compare():
@@ -30,13 +31,14 @@ def test_notebook_is_paired_with_its_py_twin_and_has_no_outputs(name):
             assert cell.outputs == [] and cell.execution_count is None
 
 
+@pytest.mark.timeout(CELL_TIMEOUT_S * 5)
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_top_to_bottom_on_the_local_backend(name, record_property):
     notebook = jupytext.read(NOTEBOOKS_DIR / f"{name}.py")
     (parameters,) = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
     parameters.source += '\nBACKEND = "local"\nQUICK = True\n'  # what papermill would inject
     started = time.monotonic()
-    NotebookClient(notebook, timeout=120, kernel_name="python3",
+    NotebookClient(notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3",
                    resources={"metadata": {"path": str(NOTEBOOKS_DIR)}}).execute()
     seconds = time.monotonic() - started
     record_property("seconds", round(seconds, 1))

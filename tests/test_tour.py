@@ -17,4 +17,4 @@ def test_tour_prints_one_working_line_per_stage():
     assert "1 JSON ERROR record" in lines[1]
     assert "exits 0 while serving, 1 after a hang" in lines[2]
     assert "2000 answered, exit 0" in lines[3]
-    assert "echo_requests_total 501" in lines[4]
+    assert "echo_requests_total rose by 500 for 500 echoes" in lines[4]

@@ -3,25 +3,16 @@
   demo   every scenario on every stage, the scoreboard, report/ (make demo)
   run    one scenario on one stage
   tour   one line per stage: its new capability at work (a few seconds)
-  loadgen  the endpoint-aware load generator on its own (in-cluster Job)
 """
 
 import argparse
-import json
-import signal
 import sys
 import time
 
 from . import report, tour
+from .interrupts import stop_on_sigterm
 from .scenarios import SCENARIOS
 from .stages import all_stages, resolve
-
-
-def stop_on_sigterm():
-    """SIGTERM unwinds like Ctrl-C, so every `finally` cleans up its processes."""
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, interrupt)
 
 
 def parse_args(argv):
@@ -40,16 +31,7 @@ def parse_args(argv):
     run.add_argument("--scenario", required=True, choices=list(SCENARIOS))
     run.add_argument("--backend", choices=["local", "kube"], default="local")
     run.add_argument("--quick", action="store_true")
-    run.add_argument("--json", action="store_true", help="print the result record as JSON")
     commands.add_parser("tour", help="one line per stage: its new capability at work")
-    loadgen = commands.add_parser("loadgen", help="load a Service's endpoints; JSON lines on stdout")
-    loadgen.add_argument("--namespace", default="cloudnative-echo")
-    loadgen.add_argument("--service", default="echo")
-    loadgen.add_argument("--rate", type=float, default=500)
-    loadgen.add_argument("--timeout", type=float, default=1.0, help="seconds before a request is lost")
-    loadgen.add_argument("--seconds", type=float, default=10)
-    loadgen.add_argument("--naive", metavar="ENDPOINT",
-                         help="one long-lived connection to ENDPOINT (e.g. tcp://echo:5555) instead")
     return parser.parse_args(argv)
 
 
@@ -58,9 +40,9 @@ def demo(args):
     scenarios = args.scenario or list(SCENARIOS)
     print(f"{len(scenarios)} scenarios x {len(stages)} stages on the {args.backend} backend", flush=True)
     started = time.monotonic()
-    from .battery import run_battery
-    results = run_battery(stages, scenarios, backend=args.backend, jobs=args.jobs, quick=args.quick,
-                          progress=lambda line: print(line, flush=True))
+    from .parallel_runs import run_all
+    results = run_all(stages, scenarios, backend=args.backend, jobs=args.jobs, quick=args.quick,
+                      progress=lambda line: print(line, flush=True))
     print()
     print(report.scoreboard(results))
     path = report.write(results, args.out, args.backend)
@@ -73,39 +55,14 @@ def run(args):
     from .scenarios import run_scenario
     with make_backend(args.backend) as backend:
         result = run_scenario(backend, args.stage, args.scenario, quick=args.quick)
-    if args.json:
-        print(json.dumps(result.to_dict()))
-    else:
-        print(report.scoreboard([result]))
-
-
-def loadgen(args):
-    """In the cluster: follow the Service's EndpointSlices and load every ready pod."""
-    from .loadgen import LoadGenerator, to_json_lines
-    from .loadrun import STARTED
-    if args.naive:
-        generator = LoadGenerator(naive_address=args.naive, rate=args.rate, timeout_s=args.timeout)
-    else:
-        from kubernetes import client, config
-        from .endpointslices import EndpointSliceWatcher
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-        watcher = EndpointSliceWatcher(client.ApiClient(), args.namespace, args.service).start()
-        if not watcher.feed.wait_until(bool, timeout=60):
-            raise SystemExit(f"no ready endpoints for service {args.service} in {args.namespace}")
-        generator = LoadGenerator(watcher.feed, rate=args.rate, timeout_s=args.timeout)
-    print(STARTED, flush=True)
-    for line in to_json_lines(generator.run(args.seconds)):
-        print(line, flush=True)
+    print(report.scoreboard([result]))
 
 
 def main(argv=None):
     args = parse_args(argv)
     stop_on_sigterm()
     try:
-        {"demo": demo, "run": run, "tour": lambda _: tour.run(), "loadgen": loadgen}[args.command](args)
+        {"demo": demo, "run": run, "tour": lambda _: tour.run()}[args.command](args)
     except KeyboardInterrupt:
         print("interrupted; every process started was stopped", file=sys.stderr)
         return 130

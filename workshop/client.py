@@ -1,4 +1,7 @@
-"""The smallest ZeroMQ client: one echo on a throw-away socket."""
+"""The smallest ZeroMQ clients: one echo, the first echo of a starting
+server, and a fault request."""
+
+import time
 
 import zmq
 
@@ -12,6 +15,32 @@ def echo_once(endpoint, payload=b"ping", timeout_ms=200):
         sock.connect(endpoint)
         sock.send(payload)
         return bool(sock.poll(timeout_ms)) and sock.recv() == payload
+    finally:
+        sock.close()
+
+
+def wait_for_first_echo(endpoint, timeout_s=10, still_running=lambda: True):
+    """Block until a server that is starting answers its first echo; return
+    the seconds waited. One request is sent, once: libzmq keeps retrying the
+    connection (every millisecond here) and delivers it as soon as the server
+    binds, so the server sees exactly one readiness echo.
+
+    Raises RuntimeError as soon as `still_running()` is false, TimeoutError
+    after `timeout_s`."""
+    started = time.monotonic()
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 0
+    sock.setsockopt(zmq.RECONNECT_IVL, 1)
+    try:
+        sock.connect(endpoint)
+        sock.send(b"first echo?")
+        while not sock.poll(50):
+            if not still_running():
+                raise RuntimeError(f"the server for {endpoint} exited before it answered")
+            if time.monotonic() - started > timeout_s:
+                raise TimeoutError(f"no echo from {endpoint} within {timeout_s} s")
+        sock.recv()
+        return time.monotonic() - started
     finally:
         sock.close()
 

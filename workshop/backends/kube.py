@@ -19,11 +19,11 @@ import time
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from ..endpointslices import EndpointSliceWatcher
-from ..loadrun import LOADGEN_IMAGE, JobLoad
 from ..manifests import load_stage, render
 from ..stages import ROOT, stage_dir
 from .base import Backend, PodStatus
+from .cluster_job import LOADGEN_IMAGE, JobLoad
+from .endpointslices import EndpointSliceWatcher
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what `kubectl rollout restart` sets
 
@@ -31,7 +31,7 @@ RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what `kubectl rollout rest
 def build_command(stage, image):
     """What the chapters tell users to run; the load generator builds from the repository root."""
     if stage is None:
-        return ["minikube", "image", "build", "-t", image, "-f", "workshop/Dockerfile", str(ROOT)]
+        return ["minikube", "image", "build", "-t", image, "-f", "loadgen-image/Dockerfile", str(ROOT)]
     return ["minikube", "image", "build", "-t", image, str(stage_dir(stage))]
 
 
@@ -98,7 +98,7 @@ class KubeBackend(Backend):
                 container["env"] = container.get("env", []) + [{"name": k, "value": str(v)} for k, v in env.items()]
             self.apply(obj)
         if self.watcher is None:
-            self.watcher = EndpointSliceWatcher(self.api_client, self.spec.namespace, self.spec.name).start()
+            self.watcher = EndpointSliceWatcher(self.api_client, self.spec.namespace, self.spec.service).start()
             self.feed = self.watcher.feed
         self.wait_rollout(timeout)
         self.wait_endpoints(self.spec.replicas, timeout)
@@ -133,8 +133,9 @@ class KubeBackend(Backend):
         self.apps.patch_namespaced_deployment_scale(self.spec.name, self.spec.namespace,
                                                     {"spec": {"replicas": replicas}})
 
-    def start_load(self, rate, timeout_s, max_s):
-        return JobLoad(self.api_client, self.spec.namespace, self.spec.name, rate, timeout_s, max_s,
+    def start_load(self, spec):
+        service_address = f"tcp://{self.spec.service}:{self.spec.service_port}"
+        return JobLoad(self.api_client, self.spec.namespace, self.spec.service, spec, service_address,
                        name=f"echo-loadgen-{secrets.token_hex(3)}")
 
     def delete_pod(self, name):
@@ -150,7 +151,6 @@ class KubeBackend(Backend):
                 and (status.replicas or 0) == wanted)
 
     def pods(self):
-        current_hash = self._current_template_hash()
         port = self.spec.echo_port
         return [PodStatus(
             name=pod.metadata.name,
@@ -158,11 +158,15 @@ class KubeBackend(Backend):
             ready=any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or []),
             terminating=pod.metadata.deletion_timestamp is not None,
             restarts=sum(c.restart_count for c in pod.status.container_statuses or []),
-            current=(pod.metadata.labels or {}).get("pod-template-hash") == current_hash,
         ) for pod in self._pod_items()]
 
     def logs(self, pod_name, previous=False):
-        return self.core.read_namespaced_pod_log(pod_name, self.spec.namespace, previous=previous)
+        try:
+            return self.core.read_namespaced_pod_log(pod_name, self.spec.namespace, previous=previous)
+        except ApiException as error:
+            if error.status in (400, 404):  # "previous terminated container ... not found"
+                raise LookupError(f"{pod_name}: {error.reason}") from None
+            raise
 
     def close(self):
         if self.watcher is not None:
@@ -179,10 +183,3 @@ class KubeBackend(Backend):
     def _container_name(self):
         deployment = self.apps.read_namespaced_deployment(self.spec.name, self.spec.namespace)
         return deployment.spec.template.spec.containers[0].name
-
-    def _current_template_hash(self):
-        """The pod-template-hash of the Deployment's newest ReplicaSet."""
-        sets = self.apps.list_namespaced_replica_set(self.spec.namespace, label_selector=self._selector()).items
-        revision = "deployment.kubernetes.io/revision"
-        newest = max(sets, key=lambda rs: int((rs.metadata.annotations or {}).get(revision, 0)), default=None)
-        return newest and (newest.metadata.labels or {}).get("pod-template-hash")

@@ -1,6 +1,6 @@
 """One pod on the local "node": the part of the kubelet the lessons depend on.
 
-A Pod owns one container (a StageProcess) and advances through its life in
+A Pod owns one container (a ServerProcess) and advances through its life in
 `tick()`, called from the local backend's control thread: start, probes
 (startup gates readiness and liveness), restart with back-off, kill on
 liveness failure, and termination (preStop, SIGTERM, SIGKILL at the end of
@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from ..process import StageProcess, free_port
+from ..process import ServerProcess, free_port
 from ..stages import stage_dir
 
 BACKOFF_MAX_S = 300       # the kubelet's cap on CrashLoopBackOff
@@ -87,14 +87,15 @@ class Termination:
 
 
 class Pod:
-    def __init__(self, name, spec, revision, env, host, port, log_path, probe_pool, record, backoff_initial_s):
+    def __init__(self, name, spec, revision, env, host, port, log_dir, probe_pool, record, backoff_initial_s):
         self.name = name
         self.spec = spec
         self.revision = revision
         self.host, self.port = host, port
         self.address = f"tcp://{host}:{port}"
         self.env = {**spec.env, **env, "ECHO_BIND": self.address}
-        self.log_path = log_path
+        self.log_dir = log_dir
+        self.container_logs = []  # one file per container run: restarts keep theirs
         self.probe_pool = probe_pool
         self.record = record
         self.backoff_initial_s = backoff_initial_s
@@ -121,6 +122,15 @@ class Pod:
 
     def event(self, what):
         self.record(self.name, what)
+
+    def log_path(self, previous=False):
+        """The file of `kubectl logs` (or `--previous`): the running
+        container's, else the last one's; previous: the last container that
+        ended before the current one (None if there is none)."""
+        runs = self.container_logs
+        if previous and self.container is not None:
+            runs = runs[:-1]  # the running container is the current one
+        return runs[-1] if runs else None
 
     # -- the kubelet's loop for this pod --
 
@@ -167,7 +177,8 @@ class Pod:
             # prometheus_client binds every interface: one port per replica here.
             env["METRICS_PORT"] = str(free_port())
         self.metrics_port = env.get("METRICS_PORT")
-        self.container = StageProcess(self.spec.stage, env, self.log_path).start()
+        self.container_logs.append(self.log_dir / f"{self.name}.{len(self.container_logs)}.log")
+        self.container = ServerProcess.of_stage(self.spec.stage, env, self.container_logs[-1]).start()
         self.container_started_at = now
         self.started = self.spec.startup is None
         self.probes = {kind: ProbeState(probe, now) for kind, probe in (

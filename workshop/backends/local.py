@@ -40,10 +40,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..feed import Endpoint, EndpointFeed
-from ..loadrun import LocalLoad
+from ..load_generator import BackgroundLoad
 from ..manifests import load_stage
-from .base import Backend, PodStatus
 from ..process import free_port
+from .base import Backend, PodStatus
 from .kubelet import Pod
 
 TICK_S = 0.02
@@ -91,6 +91,7 @@ class LocalBackend(Backend):
         self._stop = threading.Event()
         self._thread = None
         self._pods = {}
+        self._every_pod = {}  # gone ones too, for their logs
         self._events = []
         self._publications = deque()
         self._last_truth = frozenset()
@@ -137,16 +138,19 @@ class LocalBackend(Backend):
     def pods(self):
         with self._lock:
             return [PodStatus(p.name, p.address, p.ready, p.deleted or p.killing is not None,
-                              p.restarts, p.revision == self.revision, p.metrics_address())
+                              p.restarts, p.metrics_address())
                     for p in self._pods.values()]
 
-    def start_load(self, rate, timeout_s, max_s):
-        return LocalLoad(self.feed, rate, timeout_s, max_s)
+    def start_load(self, spec):
+        return BackgroundLoad(self.feed, spec)
 
     def logs(self, pod_name, previous=False):
-        """Everything the pod's containers wrote, restarts included (so
-        `previous` needs no special case here)."""
-        path = self.workdir / f"{pod_name}.log"
+        with self._lock:
+            pod = self._every_pod.get(pod_name)
+            path = pod and pod.log_path(previous)
+        if path is None:
+            which = "previous terminated container" if previous else "container"
+            raise LookupError(f"{which} of pod {pod_name} not found")
         return path.read_text(errors="replace") if path.exists() else ""
 
     def events(self):
@@ -187,8 +191,8 @@ class LocalBackend(Backend):
         host, port = self._addresses.take(in_use)
         name = f"{self.spec.name}-r{self.revision}-{secrets.token_hex(3)}"
         pod = Pod(name, self.spec, self.revision, self.template_env, host, port,
-                  self.workdir / f"{name}.log", self._probe_pool, self._record, self.backoff_initial_s)
-        self._pods[name] = pod
+                  self.workdir, self._probe_pool, self._record, self.backoff_initial_s)
+        self._pods[name] = self._every_pod[name] = pod
         self._record(name, f"created at {pod.address}")
 
     def _reconcile(self, now):

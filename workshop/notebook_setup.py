@@ -42,7 +42,7 @@ def prepare_cluster(backend, objects=None):
     load generator's RBAC, Prometheus) and, with minikube, build every stage's
     image and the load generator's."""
     from .backends.kube import build_image
-    from .loadrun import LOADGEN_IMAGE
+    from .backends.cluster_job import LOADGEN_IMAGE
     from .manifests import load_stage
     applied = []
     for obj in objects if objects is not None else render(ROOT / "k8s"):

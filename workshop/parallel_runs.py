@@ -1,7 +1,12 @@
 """Run many (stage, scenario) pairs, each in its own child process, several at
-once, and collect their results. Separate processes keep one run's load
-generator and control loop from competing with another's for the GIL, and a
-child that is interrupted still cleans up its own replicas."""
+once, and collect their results: what `make demo` and the notebooks do.
+
+Separate processes keep one run's load generator and control loop from
+competing with another's for the GIL, and a child that is interrupted still
+cleans up its own replicas. Parent and child speak through this module only:
+`child_command()` builds the child's command line, `child_main()` (this
+module's `__main__`) reads it and prints the ScenarioResult as JSON.
+"""
 
 import json
 import subprocess
@@ -10,12 +15,38 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
+from .interrupts import stop_on_sigterm
 from .scenarios import ScenarioResult
 from .stages import ROOT
 
+CHILD_TIMEOUT_S = 300
+
+
+def child_command(stage, scenario, backend, quick, backend_options):
+    return [sys.executable, "-m", __spec__.name, json.dumps(
+        {"stage": stage, "scenario": scenario, "backend": backend, "quick": quick,
+         "backend_options": backend_options})]
+
+
+def child_main(argv=None):
+    """In the child: run one scenario on a backend of its own; the result
+    record is the only thing on stdout."""
+    from .backends import make_backend
+    from .scenarios import run_scenario
+    (request,) = argv if argv is not None else sys.argv[1:]
+    request = json.loads(request)
+    stop_on_sigterm()
+    try:
+        with make_backend(request["backend"], **request["backend_options"]) as backend:
+            result = run_scenario(backend, request["stage"], request["scenario"], quick=request["quick"])
+    except KeyboardInterrupt:
+        return 130
+    print(json.dumps(result.to_dict()))
+    return 0
+
 
 class Children:
-    """The child processes running now, so an interrupted battery can stop them."""
+    """The child processes running now, so an interrupted run can stop them."""
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -25,7 +56,7 @@ class Children:
     def start(self, command):
         with self.lock:
             if self.stopping:
-                raise RuntimeError("the battery is stopping")
+                raise RuntimeError("stopping: no new runs")
             child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, start_new_session=True)
             self.running.add(child)
@@ -48,12 +79,10 @@ class Children:
                 child.kill()
 
 
-def run_one(children, stage, scenario, backend, quick):
-    command = [sys.executable, "-m", "workshop", "run", "--stage", stage, "--scenario", scenario,
-               "--backend", backend, "--json"] + (["--quick"] if quick else [])
-    child = children.start(command)
+def run_one(children, stage, scenario, backend, quick, backend_options):
+    child = children.start(child_command(stage, scenario, backend, quick, backend_options))
     try:
-        stdout, stderr = child.communicate(timeout=300)
+        stdout, stderr = child.communicate(timeout=CHILD_TIMEOUT_S)
     finally:
         children.finished(child)
     if child.returncode != 0:
@@ -61,8 +90,9 @@ def run_one(children, stage, scenario, backend, quick):
     return ScenarioResult(**json.loads(stdout))
 
 
-def run_battery(stages, scenarios, backend="local", jobs=3, quick=False, progress=print):
-    """Every scenario on every stage; returns results in (scenario, stage) order."""
+def run_all(stages, scenarios, backend="local", jobs=3, quick=False, progress=print, backend_options=None):
+    """Every scenario on every stage; returns results in (scenario, stage) order.
+    Each child makes its own backend with `backend_options`."""
     pairs = [(stage, scenario) for scenario in scenarios for stage in stages]
     jobs = 1 if backend != "local" else jobs  # one cluster namespace: one run at a time
     started = time.monotonic()
@@ -70,7 +100,8 @@ def run_battery(stages, scenarios, backend="local", jobs=3, quick=False, progres
     children = Children()
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
-        futures = {pool.submit(run_one, children, stage, scenario, backend, quick): (stage, scenario)
+        futures = {pool.submit(run_one, children, stage, scenario, backend, quick, backend_options or {}):
+                   (stage, scenario)
                    for stage, scenario in pairs}
         for done, future in enumerate(as_completed(futures), 1):
             stage, scenario = futures[future]
@@ -84,3 +115,7 @@ def run_battery(stages, scenarios, backend="local", jobs=3, quick=False, progres
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return [results[pair] for pair in pairs]
+
+
+if __name__ == "__main__":
+    sys.exit(child_main())

@@ -12,7 +12,7 @@ import threading
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
-from .feed import Endpoint, EndpointFeed
+from ..feed import Endpoint, EndpointFeed
 
 WATCH_TIMEOUT_S = 60  # the server ends a watch after this; we resume from our version
 
