@@ -42,36 +42,47 @@ print(f"backend: {backend_name}")
 
 # %% [markdown]
 # On a cluster, prepare it once: the namespace (with the *restricted* Pod Security
-# Standard enforced), the load generator's ServiceAccount and Role, a minimal Prometheus,
-# and the images (`minikube image build`, one per stage, plus the load generator).
+# Standard enforced), the load generator's ServiceAccount and Role, a minimal Prometheus
+# (all three are `kubectl apply -k k8s`), and the images (`minikube image build`, one per
+# stage, plus the load generator). minikube exits 0 even when a build fails, so each image
+# is checked on the node, and a failed build stops here with the command that shows why.
+#
+# Then the **doctor** checks every piece, one line each, and ends with one real echo
+# through an in-cluster Job. A `FAIL` line comes with the one command that fixes it; run
+# it, then this notebook again. From a terminal: `python -m workshop doctor`.
+#
 # Locally there is nothing to prepare.
 
 # %%
-from workshop.backends import make_backend
+from workshop import doctor
 
 if backend_name == "kube":
-    with make_backend("kube") as cluster:
-        applied, built = notebook_setup.prepare_cluster(cluster)
-    print("applied:", ", ".join(applied))
-    print("built:", ", ".join(built) or "nothing (no minikube: see the chapters' build commands)")
+    context = notebook_setup.prepare_kube()
+    doctor_passed = doctor.run(context=context) == 0
 else:
     print("local backend: nothing to prepare")
 
 # %% [markdown]
-# A first look: one stage, deployed and answering. The feed below is what the load
-# generator follows — the ready, non-terminating endpoints.
+# A first look on the local backend: one stage, deployed and answering. The feed below is
+# what the load generator follows — the ready, non-terminating endpoints. (On a cluster,
+# the doctor's last check did this from inside the cluster.)
 
 # %%
+from workshop.backends import make_backend
 from workshop.client import echo_once
 
-with make_backend(backend_name) as backend:
-    seconds = backend.deploy("01")
-    _, endpoints = backend.feed.snapshot()
-    answering = [echo_once(e.address) for e in sorted(endpoints)] if backend_name == "local" else []
-print(f"01-plain deployed in {seconds:.1f} s with {len(endpoints)} endpoints")
-for endpoint in sorted(endpoints):
-    print(" ", endpoint.pod, endpoint.address)
+if backend_name == "local":
+    with make_backend("local") as backend:
+        seconds = backend.deploy("01")
+        _, endpoints = backend.feed.snapshot()
+        answering = [echo_once(e.address) for e in sorted(endpoints)]
+    print(f"01-plain deployed in {seconds:.1f} s with {len(endpoints)} endpoints")
+    for endpoint in sorted(endpoints):
+        print(" ", endpoint.pod, endpoint.address)
 
 # %%
-assert len(endpoints) == 3, "the Deployment asks for three replicas"
-assert backend_name != "local" or all(answering), "every local endpoint echoes"
+if backend_name == "kube":
+    assert doctor_passed, "the doctor found a problem: run the fix under its FAIL line, then this notebook"
+else:
+    assert len(endpoints) == 3, "the Deployment asks for three replicas"
+    assert all(answering), "every local endpoint echoes"

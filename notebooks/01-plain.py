@@ -40,9 +40,9 @@ print("backend:", backend_name)
 # A Service balances per **connection**. A ZeroMQ client connects once and keeps the
 # connection, so everything it sends goes to the one pod the Service picked. The talk's
 # answer: ask the API for the Service's endpoints and connect to **every** pod — and follow
-# them as pods come and go. Below, the same load twice: once through one connection (as
-# through a Service), once endpoint-aware. (Locally, "through a Service" means one
-# connection to the pod a Service would have picked.)
+# them as pods come and go. Below, the same load twice: once through the Service, once
+# endpoint-aware. (Locally the Service is `workshop/backends/local_service.py`: a relay
+# that picks a ready pod per new connection, as kube-proxy does.)
 
 # %%
 seconds = 1 if QUICK else 3
@@ -50,15 +50,18 @@ if backend_name == "local":
     with make_backend("local") as backend:
         backend.deploy("01")
         _, endpoints = backend.feed.snapshot()
-        pinned = sorted(endpoints)[0].address
-        naive = LoadGenerator(naive_address=pinned, rate=500).run(seconds)
+        pods = {e.address: e.pod for e in endpoints}
+        naive_pods = set()  # which pods the naive client's connection went to, while it ran
+        naive = LoadGenerator(naive_address=backend.service.address, rate=500).run(
+            seconds, during=lambda t: naive_pods.update(backend.service.connections()))
         aware = LoadGenerator(backend.feed, rate=500).run(seconds)
-    shares = {"one connection": naive.per_endpoint, "endpoint-aware": aware.per_endpoint}
+    shares = {"through the Service": {pod: naive.sent for pod in naive_pods},
+              "endpoint-aware": {pods[address]: sent for address, sent in aware.per_endpoint.items()}}
     fig, ax = plt.subplots(figsize=(7, 3))
-    for row, (label, per_endpoint) in enumerate(shares.items()):
+    for row, (label, per_pod) in enumerate(shares.items()):
         left = 0
-        for endpoint in sorted(e.address for e in endpoints):
-            share = per_endpoint.get(endpoint, 0) / max(1, sum(per_endpoint.values())) * 100
+        for pod in sorted(pods.values()):
+            share = per_pod.get(pod, 0) / max(1, sum(per_pod.values())) * 100
             ax.barh(row, share, left=left)
             left += share
     ax.set_yticks(range(len(shares)), list(shares))
@@ -67,25 +70,34 @@ if backend_name == "local":
     plt.show()
     print({label: sorted(p.values()) for label, p in shares.items()})
 else:
-    print("On the cluster: the rolling restart below measures a naive client through the real Service")
+    print("On a cluster the per-pod shares are not measured here: the rolling restart below "
+          "runs a naive client through the real Service beside the endpoint-aware one.")
 
 # %% [markdown]
 # ## A rolling restart under load
 #
 # `kubectl rollout restart`: every replica replaced, while the load generator sends 500
-# requests per second. Stage 01 has no SIGTERM handler: each old replica dies with its
-# queues, and it dies while clients still send to it — they learn of its removal a moment
-# later. Marks above the line are lost requests.
+# requests per second. Stage 01 has no SIGTERM handler, and in its container Python is
+# **PID 1**: the kernel gives PID 1 no default action for SIGTERM, so it is ignored. Each
+# old pod leaves the endpoints (the endpoint-aware client stops sending to it) but keeps
+# running until the grace period — 30 s, the default — ends in SIGKILL. Nothing is lost,
+# but every rollout costs 30 s and three SIGKILLs.
+#
+# Run the same image under an init process (tini, dumb-init) and Python is no longer
+# PID 1: SIGTERM kills it at once, with the requests in flight — sent before the clients
+# learned it was leaving. Marks above the line are lost requests.
 
 # %%
-results = run_all(["01"], ["rolling-restart"], backend=backend_name, quick=QUICK, progress=print)
-rolling = results[0]
+results = run_all(["01"], ["rolling-restart", "rolling-restart-init"], backend=backend_name, quick=QUICK,
+                  progress=print)
+rolling, under_init = results
 report.figure(results)
 plt.show()
 print(report.scoreboard(results))
 
 # %%
-assert rolling.lost > 0, "stage 01 loses requests in a rolling restart: the lesson of stage 04"
-if backend_name == "local":
-    assert max(shares["one connection"].values()) == sum(shares["one connection"].values())
+assert rolling.sigkills == 3 and rolling.rollout_s >= 30, "as PID 1, SIGTERM waits for the grace period's SIGKILL"
+assert under_init.lost > 0, "under an init process, SIGTERM kills at once: requests in flight are lost"
+if backend_name == "local":  # the per-pod shares are measured only here
+    assert len(shares["through the Service"]) == 1, "one connection, one pod"
     assert len(shares["endpoint-aware"]) == 3

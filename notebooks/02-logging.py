@@ -32,7 +32,7 @@ import time
 from workshop import notebook_setup, report
 from workshop.backends import make_backend
 from workshop.parallel_runs import run_all
-from workshop.client import send_fault
+from workshop.load_generator import LoadSpec
 from workshop.stages import ROOT
 
 backend_name = notebook_setup.choose_backend(BACKEND)
@@ -60,18 +60,22 @@ print(report.scoreboard(results))
 print(records)
 
 # %% [markdown]
-# And here is that one record, from a replica we crash ourselves:
+# And here is that one record, from a replica we crash ourselves. The fault is sent by the
+# load generator, from where the pods can be reached (on a cluster: a Job inside it), and
+# the record is read the way `kubectl logs --previous` reads it: from the container that
+# crashed, not the one that replaced it.
 
 # %%
 with make_backend(backend_name) as backend:
     backend.deploy("02", env={"ECHO_FAULTS": "1"})
-    victim = sorted(backend.pods(), key=lambda p: p.name)[0]
-    send_fault(victim.address, "crash")
+    load = backend.start_load(LoadSpec(rate=50, max_s=3, fault="crash", fault_at_s=0.5))
+    outcome = load.result()
+    victim = outcome.fault.pod
     deadline = time.monotonic() + 30
-    while next(p for p in backend.pods() if p.name == victim.name).restarts == 0:
+    while next(p for p in backend.pods() if p.name == victim).restarts == 0:
         assert time.monotonic() < deadline, "the replica was not restarted"
-        time.sleep(0.1)
-    log = backend.logs(victim.name, previous=True)
+        time.sleep(0.5)  # a look at the pods twice a second
+    log = backend.logs(victim, previous=True)
 crash_records = [json.loads(line) for line in log.splitlines() if line.startswith("{") and '"ERROR"' in line]
 print(json.dumps(crash_records[0], indent=2))
 

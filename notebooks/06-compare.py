@@ -16,7 +16,7 @@
 #
 # The same battery as `make demo`: each scenario runs on a fresh deployment of each stage
 # under 500 requests per second. Read it row by row — each stage fixes one column.
-# With `QUICK` only the rolling restart and the crash run.
+# With `QUICK` only the rolling restarts and the crash run.
 
 # %% tags=["parameters"]
 BACKEND = "auto"
@@ -31,7 +31,7 @@ from workshop.scenarios import SCENARIOS
 from workshop.stages import all_stages
 
 backend_name = notebook_setup.choose_backend(BACKEND)
-scenarios = ["rolling-restart", "crash"] if QUICK else list(SCENARIOS)
+scenarios = ["rolling-restart", "rolling-restart-init", "crash"] if QUICK else list(SCENARIOS)
 results = run_all(all_stages(), scenarios, backend=backend_name, quick=QUICK, progress=print)
 
 # %%
@@ -43,6 +43,9 @@ plt.show()
 
 # %%
 by = {(r.stage, r.scenario): r for r in results}
-assert all(by[(s, "rolling-restart")].lost == 0 for s in ("04-shutdown", "05-metrics"))
-assert all(by[(s, "rolling-restart")].lost > 0 for s in ("01-plain", "02-logging", "03-probes"))
+early, graceful = ("01-plain", "02-logging", "03-probes"), ("04-shutdown", "05-metrics")
+assert all(by[(s, "rolling-restart")].sigkills == 3 and by[(s, "rolling-restart")].rollout_s >= 30 for s in early)
+assert all(by[(s, "rolling-restart-init")].lost > 0 for s in early)
+assert all(by[(s, name)].lost == 0 and by[(s, name)].sigkills == 0
+           for s in graceful for name in ("rolling-restart", "rolling-restart-init"))
 assert all(by[(s, "crash")].crash_log_records == 1 for s in all_stages() if s >= "02")

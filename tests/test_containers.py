@@ -117,8 +117,8 @@ def test_load_generator_image_loads_a_stage_container_and_sends_its_fault(run_co
     target = run_container("04-shutdown", ECHO_FAULTS=1)
     result = podman("run", "--rm", "--network", "host", "--read-only", "--cap-drop", "ALL",
                     "cloudnative-echo:loadgen", "load", "--endpoint", target.endpoint, "--rate", "200",
-                    "--seconds", "1", "--fault", "slow:10")
+                    "--seconds", "2", "--fault", "slow:10", "--fault-at", "0.5")
     outcome = read_outcome(result.stdout.splitlines())
     assert json.loads(result.stdout.splitlines()[0]) == STARTED
     assert outcome.fault.address == target.endpoint
-    assert outcome.aware.sent >= 150 and outcome.aware.answered == outcome.aware.sent
+    assert outcome.aware.sent >= 300 and outcome.aware.answered == outcome.aware.sent

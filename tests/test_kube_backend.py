@@ -8,16 +8,18 @@ test's event loop, so every backend call runs in a thread."""
 
 import asyncio
 import json
+import time
 
 import kmock as km
 import pytest
 from kubernetes import client
 
-from support import ROOT, free_port
+from support import ROOT, free_port, wait_for
 from workshop import notebook_setup
 from workshop.backends.cluster_job import STARTED, JobLoad, line, outcome_lines
-from workshop.backends.endpointslices import EndpointSliceWatcher
-from workshop.backends.kube import RESTARTED_AT, KubeBackend, build_command
+from workshop.backends.endpointslices import EndpointSliceWatcher, ready_endpoints
+from workshop.backends.kube import RESTARTED_AT, KubeBackend
+from workshop.backends.minikube import build_command
 from workshop.load_generator import FaultSent, LoadOutcome, LoadResult, LoadSpec
 from workshop.manifests import load_stage, render
 from workshop.stages import stage_dir
@@ -36,7 +38,7 @@ def api_client(kmock):
 @pytest.fixture
 def backend(kmock):
     kmock.resources.load_bundled()  # so that listing a still-empty resource type works
-    kube = KubeBackend(api_client=api_client(kmock), build_images=False)
+    kube = KubeBackend(api_client=api_client(kmock))
     yield kube
     kube.close()
 
@@ -127,8 +129,7 @@ async def test_endpointslice_watch_follows_changes_and_relists_after_410(kmock):
     kmock.resources.load_bundled()
     await kmock.post(SLICES, json=endpoint_slice("echo-a", ["10.0.0.1"]))
     # The first watch is told its resourceVersion is too old, as an API server may.
-    kmock[km.action.WATCH][:1] << ({"type": "ERROR", "object": {
-        "kind": "Status", "apiVersion": "v1", "code": 410, "reason": "Expired", "message": "too old"}},)
+    kmock[km.action.WATCH][:1] << (GONE,)
     watcher = await asyncio.to_thread(EndpointSliceWatcher(api_client(kmock), NS, "echo").start)
     try:
         assert {e.address for e in watcher.feed.snapshot()[1]} == {"tcp://10.0.0.1:5555"}
@@ -139,6 +140,54 @@ async def test_endpointslice_watch_follows_changes_and_relists_after_410(kmock):
         assert watcher.relists == 2  # the first list, and the one after 410 Gone
     finally:
         watcher.stop()
+
+
+GONE = {"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "code": 410, "reason": "Expired",
+                                    "message": "too old resource version"}}
+
+
+async def test_repeated_410s_back_off_before_listing_again(kmock):
+    kmock.resources.load_bundled()
+    lists = []
+
+    def record_list(request):
+        if request.params.get("watch") != "true":
+            lists.append(time.monotonic())
+        raise NotImplementedError  # recorded: kmock answers it
+    kmock.override >> record_list
+    kmock[km.action.WATCH][:4] << (GONE,)  # four watches in a row: 410
+    watcher = await asyncio.to_thread(EndpointSliceWatcher(api_client(kmock), NS, "echo").start)
+    try:
+        await asyncio.to_thread(wait_for, lambda: len(lists) >= 5, 15, 0.05, "five lists")
+    finally:
+        watcher.stop()
+    gaps = [round(b - a, 2) for a, b in zip(lists, lists[1:])]
+    assert gaps[0] < 0.4  # the first 410: list again at once
+    assert gaps[1] >= 0.5 and gaps[2] >= 1.0 and gaps[3] >= 2.0, gaps  # then back off, doubling
+
+
+async def test_a_silent_watch_is_given_up_after_the_read_timeout(kmock):
+    """kmock, like a dead connection, never ends a watch: without a client-side
+    read timeout the watcher would wait for ever."""
+    kmock.resources.load_bundled()
+    watcher = await asyncio.to_thread(
+        EndpointSliceWatcher(api_client(kmock), NS, "echo", read_timeout_s=1).start)
+    try:
+        await asyncio.to_thread(wait_for, lambda: watcher.watcher.watches >= 2, 10, 0.05, "a second watch")
+        await kmock.post(SLICES, json=endpoint_slice("echo-a", ["10.0.0.1"]))
+        assert await asyncio.to_thread(watcher.feed.wait_until, bool, 10)  # and it still follows changes
+    finally:
+        watcher.stop()
+
+
+def test_an_endpoint_whose_readiness_is_unknown_counts_as_ready():
+    """The API: a nil `ready` is to be read as ready; terminating ones never are."""
+    endpoint_slice_json = endpoint_slice("echo-a", ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"])
+    conditions = [{"ready": None}, {}, {"ready": False}, {"ready": True, "terminating": True}]
+    for endpoint, condition in zip(endpoint_slice_json["endpoints"], conditions):
+        endpoint["conditions"] = condition
+    assert {e.address for e in ready_endpoints(endpoint_slice_json, "zmq")} == {
+        "tcp://10.0.0.1:5555", "tcp://10.0.0.2:5555"}
 
 
 async def test_load_job_runs_in_cluster_and_its_log_is_read_back(kmock, backend):
@@ -173,8 +222,8 @@ async def test_load_job_runs_in_cluster_and_its_log_is_read_back(kmock, backend)
 
 
 def test_images_are_built_with_the_chapters_commands():
-    assert build_command("04", "cloudnative-echo:04-shutdown")[:5] == [
-        "minikube", "image", "build", "-t", "cloudnative-echo:04-shutdown"]
+    assert build_command("04", "cloudnative-echo:04-shutdown")[:7] == [
+        "minikube", "-p", "minikube", "image", "build", "-t", "cloudnative-echo:04-shutdown"]
     assert build_command(None, "cloudnative-echo:loadgen")[-3:-1] == ["-f", "loadgen-image/Dockerfile"]
 
 
@@ -189,10 +238,9 @@ async def test_setup_notebook_picks_kube_when_the_api_answers_and_prepares_it(km
     # kmock cannot create Namespaces (it parses /api/v1/namespaces as a namespaced path),
     # so the rest of k8s/ is applied here; a real API server takes the Namespace too.
     namespaced = [o for o in shared if o["kind"] != "Namespace"]
-    applied, built = await asyncio.to_thread(notebook_setup.prepare_cluster, backend, namespaced)
+    applied = await asyncio.to_thread(notebook_setup.prepare_cluster, backend, namespaced)
     assert {"ServiceAccount/loadgen", "Role/loadgen", "RoleBinding/loadgen", "ConfigMap/prometheus",
             "Deployment/prometheus", "Service/prometheus"} <= set(applied)
-    assert built == []  # build_images=False here; with minikube it builds every image
     assert stored(kmock, "rbac.authorization.k8s.io/v1/roles", "loadgen") is not None
 
 

@@ -57,11 +57,12 @@ def test_without_readiness_probe_a_pod_is_ready_before_it_listens(backend):
 
 
 def test_liveness_failure_restarts_a_hung_replica(backend):
-    backend.deploy("03", env={"ECHO_FAULTS": "1"})
+    backend.deploy("04", env={"ECHO_FAULTS": "1"})
     victim = sorted(backend.pods(), key=lambda p: p.name)[0]
     send_fault(victim.address, "hang")
-    spec = load_stage("03").liveness
-    bound = spec.period_s * (spec.failure_threshold + 1) + spec.timeout_s + 5
+    spec = load_stage("04")
+    # two failed checks, then a kill that takes the grace period: the hung loop never exits
+    bound = spec.liveness.period_s * (spec.liveness.failure_threshold + 1) + spec.liveness.timeout_s + spec.grace_s + 5
     wait_for(lambda: next(p for p in backend.pods() if p.name == victim.name).restarts == 1,
              timeout=bound, interval=0.1, message="the liveness restart")
     assert "liveness probe failed" in [what for _, what in events_of(backend, victim.name)]
@@ -99,13 +100,49 @@ def test_rolling_update_never_drops_below_replicas_minus_max_unavailable(backend
 
 
 def test_scale_and_delete(backend):
-    backend.deploy("01")
+    backend.deploy("04")
     backend.scale(1)
-    wait_for(lambda: len(backend.pods()) == 1, timeout=10, message="scale to 1")
+    wait_for(lambda: len(backend.pods()) == 1, timeout=15, message="scale to 1")
     (only,) = backend.pods()
     backend.delete_pod(only.name)
     wait_for(lambda: [p.name for p in backend.pods() if p.ready] not in ([], [only.name]),
-             timeout=10, message="a replacement pod")
+             timeout=15, message="a replacement pod")
+
+
+GRACE_S = 3  # shortened for the test: the semantics do not depend on its length
+SIGKILLED, SIGTERMED = 128 + signal.SIGKILL, 128 + signal.SIGTERM
+
+
+def delete_one_and_wait_gone(backend):
+    victim = sorted(backend.pods(), key=lambda p: p.name)[0].name
+    backend.delete_pod(victim)
+    wait_for(lambda: victim not in {p.name for p in backend.pods()}, timeout=GRACE_S + 15, interval=0.05,
+             message="the deleted pod to go")
+    (termination,) = backend.terminations()
+    return termination
+
+
+@pytest.mark.parametrize("stage", all_stages())
+def test_replicas_get_pid_1_signal_semantics_as_in_their_containers(backend, stage):
+    """As PID 1 (the images' exec-form CMD), a stage without a SIGTERM handler
+    ignores SIGTERM and is SIGKILLed when the grace period ends; a stage with
+    one drains and exits 0."""
+    backend.deploy(stage)
+    backend.spec.grace_s = GRACE_S if stage < "04" else backend.spec.grace_s
+    termination = delete_one_and_wait_gone(backend)
+    took_s = termination.gone_at - termination.deleted_at
+    if stage < "04":
+        assert termination.exit_code == SIGKILLED and took_s >= GRACE_S
+    else:
+        assert termination.exit_code == 0 and not termination.sigkilled and took_s < backend.spec.grace_s
+
+
+@pytest.mark.parametrize("stage", ["01-plain", "03-probes"])
+def test_under_an_init_process_sigterm_kills_a_stage_without_handler_at_once(backend, stage):
+    backend.deploy(stage, init_process=True)
+    backend.spec.grace_s = GRACE_S
+    termination = delete_one_and_wait_gone(backend)
+    assert termination.exit_code == SIGTERMED and termination.gone_at - termination.deleted_at < 1
 
 
 def test_crashed_container_is_restarted_and_its_log_kept(backend):

@@ -3,6 +3,8 @@
   demo   every scenario on every stage, the scoreboard, report/ (make demo)
   run    one scenario on one stage
   tour   one line per stage: its new capability at work (a few seconds)
+  images build every stage's image and the load generator's into minikube
+  doctor is the cluster ready for the notebooks? one line per check, and its fix
 """
 
 import argparse
@@ -10,7 +12,9 @@ import sys
 import time
 
 from . import report, tour
+from .backends.minikube import ContextRefused, ImageBuildFailed
 from .interrupts import stop_on_sigterm
+from .parallel_runs import JOBS
 from .scenarios import SCENARIOS
 from .stages import all_stages, resolve
 
@@ -23,7 +27,7 @@ def parse_args(argv):
     demo.add_argument("--backend", choices=["local", "kube"], default="local")
     demo.add_argument("--stage", action="append", help="a stage (repeatable), e.g. 04 or 04-shutdown")
     demo.add_argument("--scenario", action="append", choices=list(SCENARIOS), help="repeatable")
-    demo.add_argument("--jobs", type=int, default=3, help="runs at once on the local backend")
+    demo.add_argument("--jobs", type=int, default=JOBS, help="runs at once on the local backend")
     demo.add_argument("--quick", action="store_true", help="shorter runs where a lesson allows")
     demo.add_argument("--out", default="report", help="where report.md and scoreboard.png go")
     run = commands.add_parser("run", help="one scenario on one stage")
@@ -31,8 +35,33 @@ def parse_args(argv):
     run.add_argument("--scenario", required=True, choices=list(SCENARIOS))
     run.add_argument("--backend", choices=["local", "kube"], default="local")
     run.add_argument("--quick", action="store_true")
+    for command in (demo, run):
+        command.add_argument("--context", help="kube: this kubeconfig context (default: the current one, "
+                                               "which must be a minikube profile unless --no-build)")
+        command.add_argument("--no-build", action="store_true",
+                             help="kube: do not build the images (you built them into the cluster yourself)")
     commands.add_parser("tour", help="one line per stage: its new capability at work")
+    images = commands.add_parser("images", help="build every stage's image, and the load generator's, "
+                                                "into minikube")
+    doctor = commands.add_parser("doctor", help="check the cluster is ready for the notebooks")
+    for command in (images, doctor):
+        command.add_argument("--context", help="this kubeconfig context, a minikube profile's "
+                                               "(default: the current one)")
     return parser.parse_args(argv)
+
+
+def backend_options(args, stages):
+    """What each run's backend is made with. On kube: the context, checked
+    once, and the images built once (not once per run)."""
+    if args.backend != "kube":
+        return {}
+    from .backends import minikube
+    context = minikube.choose_context(args.context, build_images=not args.no_build)
+    if not args.no_build and not minikube.is_profile(context):
+        print(f"{context} is not a minikube profile: using the images already in that cluster", flush=True)
+    elif not args.no_build:
+        minikube.build_images(stages, profile=context, progress=lambda line: print(line, flush=True))
+    return {"context": context, "build_images": False}
 
 
 def demo(args):
@@ -40,9 +69,10 @@ def demo(args):
     scenarios = args.scenario or list(SCENARIOS)
     print(f"{len(scenarios)} scenarios x {len(stages)} stages on the {args.backend} backend", flush=True)
     started = time.monotonic()
+    options = backend_options(args, stages)
     from .parallel_runs import run_all
     results = run_all(stages, scenarios, backend=args.backend, jobs=args.jobs, quick=args.quick,
-                      progress=lambda line: print(line, flush=True))
+                      progress=lambda line: print(line, flush=True), backend_options=options)
     print()
     print(report.scoreboard(results))
     path = report.write(results, args.out, args.backend)
@@ -53,20 +83,39 @@ def demo(args):
 def run(args):
     from .backends import make_backend
     from .scenarios import run_scenario
-    with make_backend(args.backend) as backend:
+    with make_backend(args.backend, **backend_options(args, [resolve(args.stage)])) as backend:
         result = run_scenario(backend, args.stage, args.scenario, quick=args.quick)
     print(report.scoreboard([result]))
+
+
+def images(args):
+    from .backends import minikube
+    context = minikube.choose_context(args.context)
+    if not minikube.is_profile(context):
+        raise ContextRefused(f"{context!r} is not a minikube profile: build the images into that cluster "
+                             "yourself (each chapter has the command), or use minikube:\n"
+                             "  kubectl config use-context minikube")
+    minikube.build_images(all_stages(), profile=context, progress=lambda line: print(line, flush=True))
+
+
+def doctor(args):
+    from .doctor import run as run_checks
+    return run_checks(context=args.context)
 
 
 def main(argv=None):
     args = parse_args(argv)
     stop_on_sigterm()
     try:
-        {"demo": demo, "run": run, "tour": lambda _: tour.run()}[args.command](args)
+        command = {"demo": demo, "run": run, "tour": lambda _: tour.run(), "images": images,
+                   "doctor": doctor}[args.command]
+        return command(args) or 0
     except KeyboardInterrupt:
         print("interrupted; every process started was stopped", file=sys.stderr)
         return 130
-    return 0
+    except (ContextRefused, ImageBuildFailed) as refused:
+        print(refused, file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

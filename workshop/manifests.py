@@ -107,6 +107,7 @@ class StageSpec:
     stage: str
     namespace: str
     name: str
+    container: str
     replicas: int
     image: str
     env: dict
@@ -156,6 +157,7 @@ def load_stage(stage):
         stage=stage_dir(stage).name,
         namespace=deployment["metadata"].get("namespace", "default"),
         name=deployment["metadata"]["name"],
+        container=container["name"],
         replicas=replicas,
         image=container["image"],
         env={e["name"]: e["value"] for e in container.get("env", []) if "value" in e},

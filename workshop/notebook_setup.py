@@ -1,5 +1,5 @@
 """What notebook 00 needs: which tools are here, which backend to use, and
-getting a cluster ready for the workshop."""
+getting a cluster ready for the workshop (then `doctor` checks it)."""
 
 import shutil
 import sys
@@ -39,21 +39,30 @@ def choose_backend(preference="auto", api_client=None):
 
 def prepare_cluster(backend, objects=None):
     """Apply the shared pieces (`objects`, default: k8s/ — the namespace, the
-    load generator's RBAC, Prometheus) and, with minikube, build every stage's
-    image and the load generator's."""
-    from .backends.kube import build_image
-    from .backends.cluster_job import LOADGEN_IMAGE
-    from .manifests import load_stage
+    load generator's RBAC, Prometheus); return what was applied."""
     applied = []
     for obj in objects if objects is not None else render(ROOT / "k8s"):
         backend.apply(obj)
         applied.append(f"{obj['kind']}/{obj['metadata']['name']}")
-    built = []
-    if backend.build_images:
-        for stage in all_stages():
-            image = load_stage(stage).image
-            if build_image(stage, image):
-                built.append(image)
-        if build_image(None, LOADGEN_IMAGE):
-            built.append(LOADGEN_IMAGE)
-    return applied, built
+    return applied
+
+
+def prepare_kube(context=None, api_client=None, progress=print):
+    """Notebook 00 on a cluster: apply k8s/ and, if the context is a minikube
+    profile, build every stage's image and the load generator's into it
+    (each checked on the node). Returns the context, for the doctor."""
+    from .backends import minikube
+    from .backends.kube import KubeBackend
+    context = minikube.choose_context(context, build_images=False)
+    if api_client is None:
+        options = {"context": context, "build_images": False}  # the images are built below
+    else:
+        options = {"api_client": api_client}
+    with KubeBackend(**options) as cluster:
+        progress("applied: " + ", ".join(prepare_cluster(cluster)))
+    if minikube.is_profile(context):
+        minikube.build_images(all_stages(), profile=context, progress=progress)
+    else:
+        progress(f"{context} is not a minikube profile: build the images into that cluster yourself "
+                 "(each chapter has the command)")
+    return context

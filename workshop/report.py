@@ -10,6 +10,8 @@ LESSONS = {
     "steady": "Nothing happens. The baseline: every stage answers in well under a millisecond.",
     "rolling-restart": "Every replica replaced under load. Stages without a SIGTERM handler die with "
                        "their queues; 04+ keep serving through preStop, then drain: 0 lost.",
+    "rolling-restart-init": "The same rollout with an init process as PID 1 (tini, dumb-init): SIGTERM "
+                            "now kills 01-03 at once, with their queues.",
     "pod-kill": "One replica deleted. The same lesson as the rollout, for one pod.",
     "crash": "A crash fault. Every stage is restarted; from 02 the crash is ONE log record "
              "carrying its traceback instead of a dozen loose lines.",
@@ -32,19 +34,39 @@ def cell(result):
         out = f"out after {r.recover_s:.1f} s" if r.recover_s is not None else "never out"
         return f"lost {r.lost}, {out}"
     if r.scenario == "slow-start":
-        return f"{r.early} early, max {r.max_ms:.0f} ms, lost {r.lost}"
+        return f"{r.early} early, max {r.max_ms:.0f} ms"
+    if r.scenario in ("pod-kill", "scale-down"):
+        gone = f"gone in {max(r.pod_exit_s):.1f} s" if r.pod_exit_s else "not gone"
+        return f"lost {r.lost}, {r.sigkills} SIGKILL, {gone}"
+    if r.scenario.startswith("rolling-restart"):
+        done = f"{r.rollout_s:.1f} s" if r.rollout_s is not None else "not done"
+        return f"lost {r.lost}, {r.sigkills} SIGKILL, {done}"
     return f"lost {r.lost}/{r.sent}"
 
 
+def via_service_cell(result):
+    """The naive client's fate through the Service, in the same run."""
+    return f"lost {result.via_service_lost} of {result.via_service_sent}"
+
+
+def columns(results):
+    """(heading, the scenario it reads, how to read a result) for every column."""
+    found = []
+    for scenario in dict.fromkeys(r.scenario for r in results):
+        found.append((scenario, scenario, cell))
+        if any(r.scenario == scenario and r.via_service_sent is not None for r in results):
+            found.append((f"{scenario}, naive client via Service", scenario, via_service_cell))
+    return found
+
+
 def table(results):
-    """The scoreboard's rows: a header, then a row per stage (stages down,
-    scenarios across), each cell the one thing to read."""
+    """The scoreboard's rows: a header (the stages), then a row per scenario
+    (and per naive client through a Service), each cell the one thing to read."""
     stages = sorted({r.stage for r in results})
-    scenarios = list(dict.fromkeys(r.scenario for r in results))
     by_pair = {(r.stage, r.scenario): r for r in results}
-    return [["stage", *scenarios]] + [
-        [stage, *(cell(by_pair[(stage, s)]) if (stage, s) in by_pair else "-" for s in scenarios)]
-        for stage in stages]
+    return [["scenario", *stages]] + [
+        [heading, *(read(by_pair[(stage, scenario)]) if (stage, scenario) in by_pair else "-" for stage in stages)]
+        for heading, scenario, read in columns(results)]
 
 
 def scoreboard(results):
@@ -58,7 +80,7 @@ def scoreboard(results):
 
 def markdown(results, backend, plot_name=None):
     header, *rows = table(results)
-    scenarios = header[1:]
+    scenarios = list(dict.fromkeys(r.scenario for r in results))
     out = [f"# Scoreboard ({backend} backend)", "",
            "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     out += ["| " + " | ".join(row) + " |" for row in rows]
@@ -68,10 +90,13 @@ def markdown(results, backend, plot_name=None):
     out += [f"- **{name}**: {LESSONS[name]}" for name in scenarios]
     out += ["", "## Every number", "",
             "| scenario | stage | sent | answered | lost | p50 ms | p99 ms | max ms | slow | recover s "
-            "| rollout s | restarts |", "|---" * 12 + "|"]
+            "| rollout ready s | rollout done s | SIGKILLs | deletion to gone s | via Service lost/sent "
+            "| restarts |", "|---" * 16 + "|"]
     for r in results:
+        via = f"{r.via_service_lost}/{r.via_service_sent}" if r.via_service_sent is not None else ""
         out.append(f"| {r.scenario} | {r.stage} | {r.sent} | {r.answered} | {r.lost} | {r.p50_ms} | "
-                   f"{r.p99_ms} | {r.max_ms} | {r.slow} | {r.recover_s} | {r.rollout_s} | {r.restarts} |")
+                   f"{r.p99_ms} | {r.max_ms} | {r.slow} | {r.recover_s} | {r.rollout_ready_s} | {r.rollout_s} "
+                   f"| {r.sigkills} | {', '.join(map(str, r.pod_exit_s))} | {via} | {r.restarts} |")
     return "\n".join(out) + "\n"
 
 
@@ -101,16 +126,16 @@ def figure(results, scenarios=None):
     """A figure with one timeline panel per scenario."""
     import matplotlib.pyplot as plt  # headless, matplotlib picks Agg by itself
     scenarios = scenarios or list(dict.fromkeys(r.scenario for r in results))
-    columns = 2 if len(scenarios) > 1 else 1
-    rows = (len(scenarios) + columns - 1) // columns
-    fig, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 3.2 * rows), squeeze=False)
+    panel_columns = 2 if len(scenarios) > 1 else 1
+    rows = (len(scenarios) + panel_columns - 1) // panel_columns
+    fig, axes = plt.subplots(rows, panel_columns, figsize=(6.5 * panel_columns, 3.2 * rows), squeeze=False)
     for ax, scenario in zip(axes.flat, scenarios):
         draw_timeline(ax, results, scenario)
     for ax in axes.flat[len(scenarios):]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper right", markerscale=8)
-    fig.tight_layout(rect=(0, 0, 0.9 if columns == 1 else 0.93, 1))
+    fig.tight_layout(rect=(0, 0, 0.9 if panel_columns == 1 else 0.93, 1))
     return fig
 
 

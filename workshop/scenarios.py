@@ -15,6 +15,7 @@ from .load_generator import LoadSpec
 from .stages import resolve
 
 RATE = 500             # requests per second: several runs share two cores
+NAIVE_RATE = 200       # the naive client's, through the Service, where a scenario has one
 TIMEOUT_S = 1.0        # a request unanswered for this long is lost
 SLOW_MS = 100          # an echo slower than this waited for something
 SETTLE_S = 0.5         # load keeps running this long after the event is over
@@ -34,7 +35,12 @@ class ScenarioResult:
     max_ms: float | None = None
     slow: int = 0                    # answered, but slower than SLOW_MS
     recover_s: float | None = None   # event -> back to normal (see each scenario)
-    rollout_s: float | None = None
+    rollout_ready_s: float | None = None  # event -> the Deployment reports every new pod ready
+    rollout_s: float | None = None   # event -> the last old pod is gone
+    sigkills: int = 0                # deleted pods whose container ended in SIGKILL
+    pod_exit_s: list = field(default_factory=list)  # each deleted pod: deletion -> gone, s
+    via_service_sent: int | None = None  # the naive client through the Service
+    via_service_lost: int | None = None
     restarts: int = 0
     crash_log_records: int | None = None
     early: int | None = None         # sent to a replica before it could answer
@@ -58,6 +64,9 @@ class Scenario:
     timeout_s = TIMEOUT_S
     event_at_s = 1.0
     fault = None       # crash, hang, ...: sent by the load generator at event_at_s
+    naive_rate = 0     # a naive client through the Service beside the endpoint-aware one
+    init_process = False
+    deletes_pods = False  # waits for deleted pods to be gone: a grace period, if they ignore SIGTERM
 
     def __init__(self, backend, stage, quick=False):
         self.backend = backend
@@ -65,14 +74,16 @@ class Scenario:
         self.quick = quick
         self.result = ScenarioResult(stage=self.stage, scenario=self.name, backend=backend.name)
         self.event_t = None     # when the event happened, in load-time seconds
+        self.event_clock = None  # ... and on this process's monotonic clock
         self.done_t = None      # when the scenario saw things back to normal
         self.load = None
 
     def run(self):
-        self.backend.deploy(self.stage, env={"ECHO_FAULTS": "1"})
+        self.backend.deploy(self.stage, env={"ECHO_FAULTS": "1"}, init_process=self.init_process)
         self.restarts_before = sum(p.restarts for p in self.backend.pods())
         self.load = self.backend.start_load(LoadSpec(
-            rate=RATE, timeout_s=self.timeout_s, max_s=self.max_s, fault=self.fault, fault_at_s=self.event_at_s))
+            rate=RATE, timeout_s=self.timeout_s, max_s=self.max_s, fault=self.fault, fault_at_s=self.event_at_s,
+            naive_rate=self.naive_rate))
         while not self.load.finished():
             if self._tick(self.load.elapsed()):
                 self.load.stop()
@@ -87,10 +98,10 @@ class Scenario:
             return t >= self.done_t + SETTLE_S
         if self.event_t is None:
             if self.fault and self.load.fault is not None:
-                self.event_t = self.load.fault.t
+                self.event_t, self.event_clock = self.load.fault.t, time.monotonic()
                 self.victim = self.load.fault.pod
             elif not self.fault and t >= self.event_at_s:
-                self.event_t = t
+                self.event_t, self.event_clock = t, time.monotonic()
                 self.act()
         elif self.recovered(t):
             self.done_t = t
@@ -122,6 +133,14 @@ class Scenario:
         r.timeline = thin([(round(t, 3), None if lat is None else round(lat * 1000, 3))
                            for t, lat, _ in load.samples])
         self.samples = load.samples
+        if outcome.naive is not None:
+            r.via_service_sent, r.via_service_lost = outcome.naive.sent, outcome.naive.lost
+        terminations = self.backend.terminations()
+        r.sigkills = sum(t.sigkilled for t in terminations)
+        r.pod_exit_s = [round(t.gone_at - t.deleted_at, 2) for t in terminations if t.gone_at is not None]
+        gone = [t.gone_at for t in terminations if t.gone_at is not None]
+        if gone and self.event_clock is not None:
+            r.rollout_s = round(max(gone) - self.event_clock, 2)
 
     def victim_status(self):
         return next((p for p in self.backend.pods() if p.name == self.victim), None)
@@ -144,27 +163,42 @@ class Steady(Scenario):
 
 class RollingRestart(Scenario):
     """`kubectl rollout restart`: every replica replaced under load, for at
-    least `min_s` so a zero-loss claim stands on thousands of requests."""
+    least `min_s` so a zero-loss claim stands on thousands of requests, and
+    until the last old pod is gone (a grace period, for a pod that ignores
+    SIGTERM). A naive client through the Service runs beside the
+    endpoint-aware one."""
 
     name = "rolling-restart"
-    max_s = 40
+    deletes_pods = True
+    max_s = 50
     min_s = 11
+    naive_rate = NAIVE_RATE
 
     def act(self):
         self.backend.rollout_restart()
 
     def recovered(self, t):
-        if self.result.rollout_s is None and self.backend.rollout_complete():
-            self.result.rollout_s = round(t - self.event_t, 2)
-        return (self.result.rollout_s is not None and t >= self.min_s
+        if self.result.rollout_ready_s is None and self.backend.rollout_complete():
+            self.result.rollout_ready_s = round(t - self.event_t, 2)
+        return (self.result.rollout_ready_s is not None and t >= self.min_s
                 and not any(p.terminating for p in self.backend.pods()))
+
+
+class RollingRestartInit(RollingRestart):
+    """The same rollout, with Python not PID 1: an init process (tini,
+    dumb-init) forwards SIGTERM, and SIGTERM's default action kills at once."""
+
+    name = "rolling-restart-init"
+    naive_rate = 0
+    init_process = True
 
 
 class PodKill(Scenario):
     """`kubectl delete pod`: one replica terminated the polite way."""
 
     name = "pod-kill"
-    max_s = 30
+    deletes_pods = True
+    max_s = 45
 
     def act(self):
         ready = sorted(p.name for p in self.backend.pods() if p.ready and not p.terminating)
@@ -209,9 +243,7 @@ class Hang(Scenario):
     name = "hang"
     fault = "hang"
 
-    @property
-    def max_s(self):
-        return 14 if self.quick else 16
+    max_s = 16
 
     def recovered(self, t):
         _, endpoints = self.backend.feed.snapshot()
@@ -234,7 +266,8 @@ class SlowStart(Scenario):
     Requests sent to a replica before it listens wait for it — or are lost."""
 
     name = "slow-start"
-    max_s = 40
+    deletes_pods = True
+    max_s = 50
     timeout_s = 5.0  # long enough that early requests show up as latency
     startup_delay_s = 2
 
@@ -254,9 +287,9 @@ class SlowStart(Scenario):
                                 if sent < first_reply.get(endpoint, float("inf")) - self.early_s)
 
     def recovered(self, t):
-        if self.result.rollout_s is None and self.backend.rollout_complete():
-            self.result.rollout_s = round(t - self.event_t, 2)
-        return (self.result.rollout_s is not None and t >= self.event_t + self.startup_delay_s + 1
+        if self.result.rollout_ready_s is None and self.backend.rollout_complete():
+            self.result.rollout_ready_s = round(t - self.event_t, 2)
+        return (self.result.rollout_ready_s is not None and t >= self.event_t + self.startup_delay_s + 1
                 and not any(p.terminating for p in self.backend.pods()))
 
 
@@ -264,7 +297,8 @@ class ScaleDown(Scenario):
     """`kubectl scale --replicas=1`: two replicas terminated under load."""
 
     name = "scale-down"
-    max_s = 30
+    deletes_pods = True
+    max_s = 45
 
     def act(self):
         self.backend.scale(1)
@@ -277,7 +311,8 @@ class ScaleDown(Scenario):
         return done
 
 
-SCENARIOS = {cls.name: cls for cls in (Steady, RollingRestart, PodKill, Crash, Hang, SlowStart, ScaleDown)}
+SCENARIOS = {cls.name: cls for cls in (Steady, RollingRestart, RollingRestartInit, PodKill, Crash, Hang, SlowStart,
+                                        ScaleDown)}
 
 
 def run_scenario(backend, stage, name, quick=False):

@@ -15,6 +15,20 @@ class PodStatus:
     metrics_url: str | None = None
 
 
+@dataclass
+class PodTermination:
+    """One pod's deletion, as seen by the backend (monotonic clock)."""
+
+    pod: str
+    deleted_at: float                 # the deletion was seen
+    gone_at: float | None = None      # the pod was gone (None: still terminating)
+    exit_code: int | None = None      # its container's, as a runtime reports it: 137 = SIGKILLed
+
+    @property
+    def sigkilled(self):
+        return self.exit_code == 128 + 9
+
+
 class Backend(ABC):
     """A stage's Deployment on some cluster. `feed` is its EndpointFeed."""
 
@@ -22,10 +36,11 @@ class Backend(ABC):
     feed = None
 
     @abstractmethod
-    def deploy(self, stage, env=None, timeout=60):
+    def deploy(self, stage, env=None, init_process=False, timeout=60):
         """Apply the stage's manifests (env added to the container), wait for
         the rollout and for the feed to list every replica; return how long
-        that took in seconds."""
+        that took in seconds. `init_process`: Python does not run as PID 1
+        (as under tini), so SIGTERM's default action kills it."""
 
     @abstractmethod
     def rollout_restart(self, env=None):
@@ -46,6 +61,10 @@ class Backend(ABC):
     @abstractmethod
     def pods(self):
         """PodStatus of every pod, terminating ones included."""
+
+    @abstractmethod
+    def terminations(self):
+        """A PodTermination for every pod deleted since deploy()."""
 
     @abstractmethod
     def logs(self, pod_name, previous=False):

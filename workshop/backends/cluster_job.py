@@ -151,11 +151,12 @@ class ClusterJob:
         from kubernetes.client.rest import ApiException
         if self._pod is None:
             pods = self.core.list_namespaced_pod(self.namespace, label_selector=f"job-name={self.name}").items
+            pods = [p for p in pods if (p.metadata.labels or {}).get("job-name") == self.name]  # checked here too
             if not pods:
                 return []
             self._pod = pods[0].metadata.name
         try:
-            return self.core.read_namespaced_pod_log(self._pod, self.namespace).splitlines()
+            return read_log(self.core, self._pod, self.namespace).splitlines()
         except ApiException as error:
             if error.status in (400, 404):  # the container has not started yet
                 return []
@@ -172,6 +173,13 @@ class ClusterJob:
 
     def last_lines(self, count=20):
         return "\n".join(self.lines[-count:])
+
+
+def read_log(core, pod, namespace, previous=False):
+    """A pod's log as its text. (Read raw: the client would otherwise parse a
+    log that happens to be one JSON line and hand back a Python repr of it.)"""
+    response = core.read_namespaced_pod_log(pod, namespace, previous=previous, _preload_content=False)
+    return response.data.decode(errors="replace")
 
 
 class JobLoad:

@@ -1,131 +1,133 @@
 """The Kubernetes backend: a stage's Deployment on a real cluster.
 
-It uses the `kubernetes` client with the current kubeconfig context
-(minikube, for workshop attendees): applies the stage's kustomization (create,
-or merge-patch what exists), waits for the rollout, restarts it the way
-`kubectl rollout restart` does (a pod-template annotation), scales, deletes
-pods, reads logs, and follows the Service's EndpointSlices into its feed.
+It uses the `kubernetes` client with a kubeconfig context (minikube, for
+workshop attendees): applies the stage's kustomization, waits for the
+rollout, restarts it the way `kubectl rollout restart` does (a pod-template
+annotation), scales, deletes pods, reads logs.
 
-Images are built into minikube with `minikube image build` when minikube is
-installed; otherwise it prints the chapter's command for you to run.
+What a real cluster does that it respects:
+- the host cannot reach pod IPs (minikube's docker and VM drivers): it talks
+  only to the API server; the load, the readiness check and the faults run
+  inside the cluster as a Job (`cluster_job`);
+- a Deployment deleted in the foreground stays (deletionTimestamp and the
+  `foregroundDeletion` finalizer) until its dependents are gone, and POSTing
+  it again meanwhile answers 409: it waits for the old one to be gone;
+- the scenario loop must not load the API server: pods and the Deployment are
+  followed by watches (`ListWatcher`), and read from those caches.
+
+Images are not built here: the kube backend refuses a context that is not a
+minikube profile unless told which context to use or not to build (images
+are built once per demo, see `minikube.py`).
 """
 
 import datetime
 import secrets
-import shutil
-import subprocess
+import sys
 import time
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from ..manifests import load_stage, render
-from ..stages import ROOT, stage_dir
-from .base import Backend, PodStatus
-from .cluster_job import LOADGEN_IMAGE, JobLoad
+from ..stages import stage_dir
+from .base import Backend, PodStatus, PodTermination
+from .cluster_job import JobLoad, read_log
 from .endpointslices import EndpointSliceWatcher
+from .list_watch import ListWatcher
+from .minikube import choose_context, kubeconfig_file
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what `kubectl rollout restart` sets
-
-
-def build_command(stage, image):
-    """What the chapters tell users to run; the load generator builds from the repository root."""
-    if stage is None:
-        return ["minikube", "image", "build", "-t", image, "-f", "loadgen-image/Dockerfile", str(ROOT)]
-    return ["minikube", "image", "build", "-t", image, str(stage_dir(stage))]
-
-
-def build_image(stage, image, run=subprocess.run):
-    """Build an image inside minikube (stage None: the load generator), or say how to."""
-    command = build_command(stage, image)
-    if shutil.which("minikube") is None:
-        print(f"minikube not found: build {image} into your cluster yourself, e.g.\n  {' '.join(command)}")
-        return False
-    run(command, check=True)
-    return True
+POLL_S = 0.5  # when something must be polled (a deletion to finish), this often
 
 
 class KubeBackend(Backend):
     name = "kube"
 
-    def __init__(self, api_client=None, build_images=True):
+    def __init__(self, api_client=None, context=None, build_images=True):
         if api_client is None:
-            config.load_kube_config()
+            self.context = choose_context(context, build_images)
+            print(f"kube backend: kubeconfig context {self.context!r}", file=sys.stderr)
+            config.load_kube_config(config_file=kubeconfig_file(), context=self.context)
             api_client = client.ApiClient()
         self.api_client = api_client
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
-        self.build_images = build_images
-        self._built = set()
         self.spec = None
-        self.watcher = None
         self.feed = None
+        self._watchers = []
+        self._terminations = {}   # pod name -> PodTermination
 
     # -- applying manifests --
 
-    def apply(self, obj):
+    def apply(self, obj, timeout_s=120):
         """Create the object, or merge-patch it if it exists: `kubectl apply`
-        for the simple, complete manifests of this workshop."""
-        api_version, kind = obj["apiVersion"], obj["kind"]
-        namespace, name = obj["metadata"].get("namespace"), obj["metadata"]["name"]
-        group, _, version = api_version.rpartition("/")
-        plural = kind.lower() + "s"
+        for the simple, complete manifests of this workshop. An object that
+        is being deleted is never patched: wait until it is gone, then create."""
+        path, name = self._path(obj)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return self._call("POST", path, obj)
+            except ApiException as error:
+                if error.status != 409:
+                    raise
+            existing = self._get(f"{path}/{name}")
+            if existing is None:
+                continue  # gone between our POST and GET: create it now
+            if not existing["metadata"].get("deletionTimestamp"):
+                return self._call("PATCH", f"{path}/{name}", obj, content_type="application/merge-patch+json")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{obj['kind']}/{name} was still being deleted after {timeout_s} s")
+            time.sleep(POLL_S)  # the old one is still being deleted
+
+    def _path(self, obj):
+        group, _, version = obj["apiVersion"].rpartition("/")
+        namespace = obj["metadata"].get("namespace")
         path = (f"/apis/{group}/{version}" if group else f"/api/{version}") + (
-            f"/namespaces/{namespace}" if namespace else "") + f"/{plural}"
+            f"/namespaces/{namespace}" if namespace else "") + f"/{obj['kind'].lower()}s"
+        return path, obj["metadata"]["name"]
+
+    def _get(self, path):
         try:
-            return self._call("POST", path, obj)
+            return self._call("GET", path, None)
         except ApiException as error:
-            if error.status != 409:
-                raise
-        return self._call("PATCH", f"{path}/{name}", obj, content_type="application/merge-patch+json")
+            if error.status == 404:
+                return None
+            raise
 
     def _call(self, method, path, body, content_type="application/json"):
         return self.api_client.call_api(
             path, method, body=body, header_params={"Content-Type": content_type, "Accept": "application/json"},
             auth_settings=["BearerToken"], response_type="object", _return_http_data_only=True)
 
-    def deploy(self, stage, env=None, timeout=180):
+    # -- the Backend interface --
+
+    def deploy(self, stage, env=None, init_process=False, timeout=180):
         started = time.monotonic()
         self.spec = load_stage(stage)
-        for image_stage, image in ((stage, self.spec.image), (None, LOADGEN_IMAGE)):
-            if self.build_images and image not in self._built:
-                build_image(image_stage, image)
-                self._built.add(image)
+        self._stop_watching()
         self._delete_deployment(timeout)  # every run starts from a fresh Deployment
         for obj in render(stage_dir(stage) / "k8s"):
-            if obj["kind"] == "Deployment" and env:
-                container = obj["spec"]["template"]["spec"]["containers"][0]
-                container["env"] = container.get("env", []) + [{"name": k, "value": str(v)} for k, v in env.items()]
+            if obj["kind"] == "Deployment":
+                pod = obj["spec"]["template"]["spec"]
+                if env:
+                    container = pod["containers"][0]
+                    container["env"] = container.get("env", []) + [{"name": k, "value": str(v)} for k, v in env.items()]
+                if init_process:
+                    # The pause container becomes PID 1; Python gets SIGTERM's default action.
+                    pod["shareProcessNamespace"] = True
             self.apply(obj)
-        if self.watcher is None:
-            self.watcher = EndpointSliceWatcher(self.api_client, self.spec.namespace, self.spec.service).start()
-            self.feed = self.watcher.feed
+        self._watch()
         self.wait_rollout(timeout)
         self.wait_endpoints(self.spec.replicas, timeout)
         return time.monotonic() - started
-
-    def _delete_deployment(self, timeout):
-        try:
-            self.apps.delete_namespaced_deployment(self.spec.name, self.spec.namespace,
-                                                   propagation_policy="Foreground")
-        except ApiException as error:
-            if error.status == 404:
-                return
-            raise
-        deadline = time.monotonic() + timeout
-        while self._pod_items():
-            if time.monotonic() > deadline:
-                raise TimeoutError("the previous run's pods did not go away")
-            time.sleep(0.5)  # a bounded poll of the cluster
-
-    # -- the Backend interface --
 
     def rollout_restart(self, env=None):
         template = {"metadata": {"annotations": {
             RESTARTED_AT: datetime.datetime.now(datetime.timezone.utc).isoformat()}}}
         if env:
             # strategic merge: containers merge by name, env entries by name
-            template["spec"] = {"containers": [{"name": self._container_name(), "env": [
+            template["spec"] = {"containers": [{"name": self.spec.container, "env": [
                 {"name": k, "value": str(v)} for k, v in env.items()]}]}
         self.apps.patch_namespaced_deployment(self.spec.name, self.spec.namespace, {"spec": {"template": template}})
 
@@ -133,53 +135,121 @@ class KubeBackend(Backend):
         self.apps.patch_namespaced_deployment_scale(self.spec.name, self.spec.namespace,
                                                     {"spec": {"replicas": replicas}})
 
-    def start_load(self, spec):
-        service_address = f"tcp://{self.spec.service}:{self.spec.service_port}"
-        return JobLoad(self.api_client, self.spec.namespace, self.spec.service, spec, service_address,
-                       name=f"echo-loadgen-{secrets.token_hex(3)}")
-
     def delete_pod(self, name):
         self.core.delete_namespaced_pod(name, self.spec.namespace)
 
     def rollout_complete(self):
-        deployment = self.apps.read_namespaced_deployment(self.spec.name, self.spec.namespace)
-        status, wanted = deployment.status, deployment.spec.replicas
-        if status is None:  # just created: the controller has not looked yet
+        deployment = self._deployments.snapshot().get(self.spec.name)
+        if deployment is None or "status" not in deployment:  # the controller has not looked yet
             return False
-        return ((status.observed_generation or 0) >= (deployment.metadata.generation or 0)
-                and (status.updated_replicas or 0) == wanted and (status.available_replicas or 0) == wanted
-                and (status.replicas or 0) == wanted)
+        status, wanted = deployment["status"], deployment["spec"]["replicas"]
+        return (status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
+                and status.get("updatedReplicas", 0) == wanted and status.get("availableReplicas", 0) == wanted
+                and status.get("replicas", 0) == wanted)
 
     def pods(self):
         port = self.spec.echo_port
         return [PodStatus(
-            name=pod.metadata.name,
-            address=f"tcp://{pod.status.pod_ip}:{port}",
-            ready=any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or []),
-            terminating=pod.metadata.deletion_timestamp is not None,
-            restarts=sum(c.restart_count for c in pod.status.container_statuses or []),
-        ) for pod in self._pod_items()]
+            name=pod["metadata"]["name"],
+            address=f"tcp://{pod.get('status', {}).get('podIP')}:{port}",
+            ready=any(c["type"] == "Ready" and c["status"] == "True"
+                      for c in pod.get("status", {}).get("conditions") or []),
+            terminating=pod["metadata"].get("deletionTimestamp") is not None,
+            restarts=sum(c.get("restartCount", 0) for c in pod.get("status", {}).get("containerStatuses") or []),
+        ) for pod in self._pods.snapshot().values() if self._ours(pod)]
+
+    def terminations(self):
+        return list(self._terminations.values())
 
     def logs(self, pod_name, previous=False):
         try:
-            return self.core.read_namespaced_pod_log(pod_name, self.spec.namespace, previous=previous)
+            return read_log(self.core, pod_name, self.spec.namespace, previous=previous)
         except ApiException as error:
             if error.status in (400, 404):  # "previous terminated container ... not found"
                 raise LookupError(f"{pod_name}: {error.reason}") from None
             raise
 
-    def close(self):
-        if self.watcher is not None:
-            self.watcher.stop()
+    def start_load(self, spec):
+        service_address = f"tcp://{self.spec.service}:{self.spec.service_port}"
+        return JobLoad(self.api_client, self.spec.namespace, self.spec.service, spec, service_address,
+                       name=f"echo-loadgen-{secrets.token_hex(3)}")
 
-    # -- helpers --
+    def close(self):
+        self._stop_watching()
+
+    # -- watching: the caches pods() and rollout_complete() read --
+
+    def _watch(self):
+        namespace = self.spec.namespace
+        self._terminations = {}
+        self._pods = ListWatcher(self.api_client, self.core.list_namespaced_pod, namespace,
+                                 on_change=self._note_termination, label_selector=self._selector()).start()
+        self._deployments = ListWatcher(self.api_client, self.apps.list_namespaced_deployment, namespace,
+                                        field_selector=f"metadata.name={self.spec.name}").start()
+        slices = EndpointSliceWatcher(self.api_client, namespace, self.spec.service).start()
+        self.feed = slices.feed
+        self._watchers = [self._pods, self._deployments, slices]
+
+    def _stop_watching(self):
+        for watcher in self._watchers:
+            watcher.stop()
+        self._watchers = []
+
+    def _note_termination(self, kind, pod):
+        """When each pod was seen being deleted, when it was gone, and how its
+        container ended (137: SIGKILLed at the end of the grace period)."""
+        name = pod["metadata"]["name"]
+        if not self._ours(pod) or (kind != "DELETED" and not pod["metadata"].get("deletionTimestamp")):
+            return
+        now = time.monotonic()
+        record = self._terminations.setdefault(name, PodTermination(name, deleted_at=now))
+        exit_code = container_exit_code(pod)
+        if exit_code is not None:
+            record.exit_code = exit_code
+        if kind == "DELETED":
+            record.gone_at = now
+
+    def _ours(self, pod):
+        """The label selector, checked here too (some API emulators ignore it)."""
+        labels = pod["metadata"].get("labels") or {}
+        return all(labels.get(k) == v for k, v in self.spec.labels.items())
 
     def _selector(self):
         return ",".join(f"{k}={v}" for k, v in self.spec.labels.items())
 
-    def _pod_items(self):
-        return self.core.list_namespaced_pod(self.spec.namespace, label_selector=self._selector()).items
+    def _delete_deployment(self, timeout):
+        """Delete the previous run's Deployment in the foreground and wait until
+        the Deployment itself is gone (404), its pods with it."""
+        try:
+            self.apps.delete_namespaced_deployment(self.spec.name, self.spec.namespace,
+                                                   propagation_policy="Foreground")
+        except ApiException as error:
+            if error.status != 404:
+                raise
+        deadline = time.monotonic() + timeout
+        while self._deployment_exists() or self._pods_left():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the previous Deployment {self.spec.name} was not gone after {timeout} s")
+            time.sleep(POLL_S)
 
-    def _container_name(self):
-        deployment = self.apps.read_namespaced_deployment(self.spec.name, self.spec.namespace)
-        return deployment.spec.template.spec.containers[0].name
+    def _deployment_exists(self):
+        try:
+            self.apps.read_namespaced_deployment(self.spec.name, self.spec.namespace)
+            return True
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+
+    def _pods_left(self):
+        pods = self.core.list_namespaced_pod(self.spec.namespace, label_selector=self._selector()).items
+        return [p for p in pods if self._ours(self.api_client.sanitize_for_serialization(p))]
+
+
+def container_exit_code(pod):
+    """The exit code of the pod's (first) container once it has terminated."""
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        terminated = (status.get("state") or {}).get("terminated")
+        if terminated:
+            return terminated.get("exitCode")
+    return None

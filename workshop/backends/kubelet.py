@@ -17,10 +17,23 @@ import time
 
 from ..process import ServerProcess, free_port
 from ..stages import stage_dir
+from .base import PodTermination
 
 BACKOFF_MAX_S = 300       # the kubelet's cap on CrashLoopBackOff
 BACKOFF_RESET_S = 600     # running this long forgets earlier crashes
 KILL_EXTRA_S = 2          # the kubelet's extra grace when preStop used it all
+
+# The stage images run `python echo_server.py` in exec form: Python is the
+# container's PID 1, and the kernel gives PID 1 no default action for a
+# signal it has no handler for. So SIGTERM does nothing to stages 01-03 until
+# the grace period ends in SIGKILL, while 04-05 install a handler and drain.
+# Started with SIGTERM's disposition set to "ignore", a process here behaves
+# the same: exec keeps an ignored disposition, a handler the stage installs
+# replaces it, SIGKILL still kills, and SIGINT gets Python's own handler
+# either way. (A container with an init process, tini say, makes Python an
+# ordinary process that SIGTERM kills at once: `init_process=True`.)
+AS_PID_1 = ["-c", "import os, signal, sys; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                  "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"]
 
 
 def local_command(command):
@@ -87,7 +100,8 @@ class Termination:
 
 
 class Pod:
-    def __init__(self, name, spec, revision, env, host, port, log_dir, probe_pool, record, backoff_initial_s):
+    def __init__(self, name, spec, revision, env, host, port, log_dir, probe_pool, record, backoff_initial_s,
+                 init_process=False):
         self.name = name
         self.spec = spec
         self.revision = revision
@@ -99,6 +113,8 @@ class Pod:
         self.probe_pool = probe_pool
         self.record = record
         self.backoff_initial_s = backoff_initial_s
+        self.init_process = init_process
+        self.termination = None  # a PodTermination once deleted
         self.container = None
         self.container_started_at = None
         self.restarts = 0
@@ -158,6 +174,7 @@ class Pod:
         if self.deleted:
             return
         self.deleted = True
+        self.termination = PodTermination(self.name, deleted_at=now)
         self.event("deleted")
         self._set_ready(False)
         if self.container is not None and self.killing is None:
@@ -178,7 +195,9 @@ class Pod:
             env["METRICS_PORT"] = str(free_port())
         self.metrics_port = env.get("METRICS_PORT")
         self.container_logs.append(self.log_dir / f"{self.name}.{len(self.container_logs)}.log")
-        self.container = ServerProcess.of_stage(self.spec.stage, env, self.container_logs[-1]).start()
+        launcher = [] if self.init_process else AS_PID_1
+        self.container = ServerProcess.of_stage(self.spec.stage, env, self.container_logs[-1],
+                                                launcher=launcher).start()
         self.container_started_at = now
         self.started = self.spec.startup is None
         self.probes = {kind: ProbeState(probe, now) for kind, probe in (
@@ -193,8 +212,10 @@ class Pod:
         self.killing = None
         self._set_ready(False)
         self.container.kill()  # reap
+        code = self.container.exit_code()
         self.container = None
         if self.deleted:
+            self.termination.exit_code = 128 - code if code < 0 else code  # -9: killed by SIGKILL -> 137
             self._finish()
             return
         if ran_for >= BACKOFF_RESET_S:
@@ -209,6 +230,8 @@ class Pod:
 
     def _finish(self):
         self.gone = True
+        if self.termination is not None:
+            self.termination.gone_at = time.monotonic()
         self.event("gone")
 
     def _set_ready(self, ready):

@@ -7,6 +7,10 @@ do with them:
 - `replicas` pods, each a real `python echo_server.py` on its own loopback
   address (127.0.0.2, 127.0.0.3, ... on one port, like pod IPs), or, where
   only 127.0.0.1 exists (macOS by default), on distinct ports;
+- PID 1's signal semantics, as the stage images run Python: SIGTERM does
+  nothing to a process without a handler (see `AS_PID_1` in kubelet.py for
+  how, and why it is faithful); `deploy(init_process=True)` runs Python as an
+  ordinary process instead, as under tini or dumb-init;
 - the container's env; startup, readiness and liveness probes (tcpSocket and
   exec) with their period, timeout and thresholds; restart policy Always with
   CrashLoopBackOff (at once, then 10 s, 20 s, ... up to 300 s);
@@ -18,12 +22,14 @@ do with them:
   controller and a watcher take to learn of a change — the race that stage
   04's preStop sleep exists for.
 
-What it does not do: containers are plain processes, not PID 1 (so stages
-01-03 die at once on SIGTERM here, where a container would ignore it until
-SIGKILL); no resource limits, images, volumes, security contexts, nodes or
-scheduling; no Service virtual IP (clients connect to pod addresses); probe
-timing is as precise as a 20 ms control loop; a pod whose container is being
-killed after a liveness failure leaves the endpoints at once.
+- a Service as kube-proxy makes one (`local_service.py`): a random ready
+  endpoint per new connection, kept until that pod's process is gone.
+
+What it does not do: no PID namespace (the process only behaves as PID 1
+towards SIGTERM); no resource limits, images, volumes, security contexts,
+nodes or scheduling; the Service is a relay on 127.0.0.1, not a virtual IP;
+probe timing is as precise as a 20 ms control loop; a pod whose container is
+being killed after a liveness failure leaves the endpoints at once.
 
 Every process it starts is killed by `close()`, which the CLI also runs on
 Ctrl-C and SIGTERM.
@@ -45,6 +51,7 @@ from ..manifests import load_stage
 from ..process import free_port
 from .base import Backend, PodStatus
 from .kubelet import Pod
+from .local_service import LocalService
 
 TICK_S = 0.02
 
@@ -96,22 +103,28 @@ class LocalBackend(Backend):
         self._publications = deque()
         self._last_truth = frozenset()
         self.spec = None
+        self.service = None
         self.replicas = 0
         self.revision = 0
         self.template_env = {}
+        self.init_process = False
+        self._deployed_at = 0.0
         self.started_at = time.monotonic()
 
     # -- the Backend interface --
 
-    def deploy(self, stage, env=None, timeout=60):
+    def deploy(self, stage, env=None, init_process=False, timeout=60):
         with self._lock:
             self.spec = load_stage(stage)
             self.replicas = self.spec.replicas
             self.template_env = dict(env or {})
+            self.init_process = init_process
             self.revision += 1
+            self._deployed_at = time.monotonic()
         if self._thread is None:
             self._thread = threading.Thread(target=self._control_loop, name="local-control", daemon=True)
             self._thread.start()
+            self.service = LocalService(self.feed).start()
         started = time.monotonic()
         self.wait_rollout(timeout)
         self.wait_endpoints(self.replicas, timeout)
@@ -141,8 +154,13 @@ class LocalBackend(Backend):
                               p.restarts, p.metrics_address())
                     for p in self._pods.values()]
 
+    def terminations(self):
+        with self._lock:
+            return [p.termination for p in self._every_pod.values()
+                    if p.termination is not None and p.termination.deleted_at >= self._deployed_at]
+
     def start_load(self, spec):
-        return BackgroundLoad(self.feed, spec)
+        return BackgroundLoad(self.feed, spec, service_address=self.service.address)
 
     def logs(self, pod_name, previous=False):
         with self._lock:
@@ -158,6 +176,8 @@ class LocalBackend(Backend):
             return list(self._events)
 
     def close(self):
+        if self.service is not None:
+            self.service.close()
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -191,7 +211,7 @@ class LocalBackend(Backend):
         host, port = self._addresses.take(in_use)
         name = f"{self.spec.name}-r{self.revision}-{secrets.token_hex(3)}"
         pod = Pod(name, self.spec, self.revision, self.template_env, host, port,
-                  self.workdir, self._probe_pool, self._record, self.backoff_initial_s)
+                  self.workdir, self._probe_pool, self._record, self.backoff_initial_s, self.init_process)
         self._pods[name] = self._every_pod[name] = pod
         self._record(name, f"created at {pod.address}")
 

@@ -1,0 +1,132 @@
+"""Every scenario runs on the kube backend against an API server that behaves
+like a real one where it matters (tests/kube_cluster.py), and:
+
+- the host never connects to a pod address: on minikube's docker and VM
+  drivers pod IPs are reachable only from inside the cluster;
+- while a scenario runs, the driver makes at most a few API requests per
+  second (watches, and polls no faster than twice a second);
+- a Deployment being deleted in the foreground is waited for, never patched.
+"""
+
+import asyncio
+import socket
+import time
+
+import pytest
+import zmq
+
+from kube_cluster import NS, POD_NETWORK, FakeCluster, ForegroundEmulator, api_client
+from workshop.backends.kube import KubeBackend
+from workshop.manifests import render
+from workshop.scenarios import SCENARIOS, run_scenario
+from workshop.stages import stage_dir
+
+REQUESTS_PER_SECOND_BOUND = 6
+
+
+@pytest.fixture
+def pod_connections(monkeypatch):
+    """Every attempt of this process to connect to a pod IP, over TCP or
+    ZeroMQ; each attempt also fails, as it would from a minikube host."""
+    attempts = []
+    real_connect, real_connect_ex, real_zmq_connect = socket.socket.connect, socket.socket.connect_ex, zmq.Socket.connect
+
+    def refuse(target):
+        attempts.append(target)
+        raise OSError(f"the host connected to a pod address: {target}")
+
+    def connect(sock, address):
+        if isinstance(address, tuple) and str(address[0]).startswith(POD_NETWORK):
+            refuse(address)
+        return real_connect(sock, address)
+
+    def connect_ex(sock, address):
+        if isinstance(address, tuple) and str(address[0]).startswith(POD_NETWORK):
+            refuse(address)
+        return real_connect_ex(sock, address)
+
+    def zmq_connect(sock, endpoint):
+        if POD_NETWORK in endpoint:
+            refuse(endpoint)
+        return real_zmq_connect(sock, endpoint)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(zmq.Socket, "connect", zmq_connect)
+    return attempts
+
+
+def our_requests(kmock):
+    """(monotonic time, method, path) of every request the kubernetes client
+    makes; kmock's own (the fake cluster's) are left out."""
+    seen = []
+
+    def record(request):
+        if "OpenAPI-Generator" in request.headers.get("User-Agent", ""):
+            seen.append((time.monotonic(), request.method.value, request.url.path))
+        raise NotImplementedError  # recorded: now let kmock answer it
+    kmock.override >> record
+    return seen
+
+
+def most_in_one_second(times):
+    times, first, most = sorted(times), 0, 0
+    for last, t in enumerate(times):
+        while times[first] <= t - 1:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.kmock(cls=ForegroundEmulator)
+async def test_every_scenario_runs_on_kube_without_the_host_touching_a_pod(kmock, pod_connections):
+    kmock.resources.load_bundled()
+    cluster = FakeCluster(kmock)
+    controllers = asyncio.create_task(cluster.run())
+    requests = our_requests(kmock)
+    backend = KubeBackend(api_client=api_client(kmock))
+    results, load_windows = {}, []
+    try:
+        for name in SCENARIOS:
+            results[name] = await asyncio.to_thread(run_scenario, backend, "01", name)
+            job_created = next(t for t, method, path in reversed(requests) if method == "POST" and "/jobs" in path)
+            load_windows.append((job_created, time.monotonic()))
+    finally:
+        await asyncio.to_thread(backend.close)
+        if controllers.done():
+            controllers.result()  # the fake cluster failed: say why
+        controllers.cancel()
+    assert pod_connections == []
+    assert set(results) == set(SCENARIOS) and all(r.backend == "kube" and r.sent == 2 for r in results.values())
+    assert results["crash"].crash_log_records == 1  # read from the previous container's log
+    assert results["rolling-restart"].via_service_sent == 1  # the naive client ran, through the Service
+    assert results["rolling-restart"].sigkills == 3  # the old pods' last status: exit code 137
+    during_load = [t for t, _, _ in requests if any(start <= t <= end for start, end in load_windows)]
+    assert most_in_one_second(during_load) <= REQUESTS_PER_SECOND_BOUND
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.kmock(cls=ForegroundEmulator)
+async def test_a_deployment_being_deleted_is_waited_for_then_created_never_patched(kmock):
+    kmock.resources.load_bundled()
+    backend = KubeBackend(api_client=api_client(kmock))
+    (deployment,) = [o for o in render(stage_dir("01") / "k8s") if o["kind"] == "Deployment"]
+    await asyncio.to_thread(backend.apply, deployment)
+    await asyncio.to_thread(backend.apps.delete_namespaced_deployment, "echo", NS, propagation_policy="Foreground")
+    stored = kmock.objects["apps/v1/deployments", NS, "echo"]
+    assert stored["metadata"]["deletionTimestamp"] and stored["metadata"]["finalizers"] == ["foregroundDeletion"]
+    before = len(kmock)
+
+    async def garbage_collector():
+        await asyncio.sleep(1.5)  # the dependents take this long to go
+        await kmock.patch(f"/apis/apps/v1/namespaces/{NS}/deployments/echo", json={"metadata": {"finalizers": None}})
+    collected = asyncio.create_task(garbage_collector())
+    started = time.monotonic()
+    await asyncio.to_thread(backend.apply, deployment)
+    await collected
+    assert time.monotonic() - started >= 1.5  # it waited for the old one to be gone...
+    assert not kmock.objects["apps/v1/deployments", NS, "echo"]["metadata"].get("deletionTimestamp")
+    requests = [(r.method.value, r.url.path) for r in list(kmock)[before:]  # kmock's log: 409s included
+                if "OpenAPI-Generator" in r.headers.get("User-Agent", "")]
+    assert ("PATCH", f"/apis/apps/v1/namespaces/{NS}/deployments/echo") not in requests
+    assert requests.count(("POST", f"/apis/apps/v1/namespaces/{NS}/deployments")) >= 2  # 409 first, then created
