@@ -8,19 +8,25 @@ LOST_BAND_MS = 200_000  # where lost requests are drawn: far above any latency
 
 LESSONS = {
     "steady": "Nothing happens. The baseline: every stage answers in well under a millisecond.",
-    "rolling-restart": "Every replica replaced under load. Stages without a SIGTERM handler die with "
-                       "their queues; 04+ keep serving through preStop, then drain: 0 lost.",
-    "rolling-restart-init": "The same rollout with an init process as PID 1 (tini, dumb-init): SIGTERM "
-                            "now kills 01-03 at once, with their queues.",
-    "pod-kill": "One replica deleted. The same lesson as the rollout, for one pod.",
+    "rolling-restart": "Every replica replaced under load. 01-03 run as PID 1 without a SIGTERM handler: "
+                       "SIGTERM is ignored, each old pod runs on out of the endpoints until SIGKILL at the "
+                       "30 s grace period. 04+ serve through preStop, drain, exit 0 in seconds: 0 lost, "
+                       "no SIGKILL.",
+    "rolling-restart, naive client via Service": "A naive client through the Service, beside the "
+                       "endpoint-aware one: its connection stays on its pod until that pod's process is gone.",
+    "rolling-restart-init": "The same rollout with Python not PID 1 (tini, dumb-init): SIGTERM kills 01-03 "
+                            "at once, with the requests in flight; 04+ still lose nothing.",
+    "pod-kill": "One replica deleted: the same lesson as the rollout, for one pod.",
     "crash": "A crash fault. Every stage is restarted; from 02 the crash is ONE log record "
              "carrying its traceback instead of a dozen loose lines.",
-    "hang": "A hang fault: the process lives, its loop does not. 01-02 keep receiving traffic "
-            "until the end; 03+ are taken out of rotation once liveness fails.",
+    "hang": "A hang fault: the process lives, its loop does not. 01-02 keep receiving traffic until "
+            "the end; 03+ leave rotation when the liveness kill is done: two failed checks, then the "
+            "grace period (TCP readiness still passes meanwhile).",
     "slow-start": "A rollout to replicas that need 2 s to start. Without a readiness probe (01-02) "
                   "requests wait for the socket; 03+ send nothing before it is ready.",
-    "scale-down": "Two of three replicas removed under load: again, 04+ lose nothing.",
+    "scale-down": "Two of three replicas removed under load: again 01-03 wait for SIGKILL, 04+ drain.",
 }
+
 
 
 def cell(result):
@@ -80,14 +86,13 @@ def scoreboard(results):
 
 def markdown(results, backend, plot_name=None):
     header, *rows = table(results)
-    scenarios = list(dict.fromkeys(r.scenario for r in results))
     out = [f"# Scoreboard ({backend} backend)", "",
            "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     out += ["| " + " | ".join(row) + " |" for row in rows]
     if plot_name:
         out += ["", f"![latency over time, lost requests marked]({plot_name})"]
     out += ["", "## What each scenario shows", ""]
-    out += [f"- **{name}**: {LESSONS[name]}" for name in scenarios]
+    out += [f"- **{row[0]}**: {LESSONS[row[0]]}" for row in rows]
     out += ["", "## Every number", "",
             "| scenario | stage | sent | answered | lost | p50 ms | p99 ms | max ms | slow | recover s "
             "| rollout ready s | rollout done s | SIGKILLs | deletion to gone s | via Service lost/sent "

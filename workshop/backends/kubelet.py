@@ -131,7 +131,7 @@ class Pod:
 
     @property
     def serving(self):
-        return self.ready and not self.deleted and self.killing is None
+        return self.ready and not self.deleted
 
     def metrics_address(self):
         return f"http://{self.host}:{self.metrics_port}/metrics" if self.metrics_port else None
@@ -156,6 +156,11 @@ class Pod:
         if self.killing is not None:
             if self.killing.tick(now):
                 self._container_stopped(now, killed=True)
+            elif not self.deleted:
+                # A container killed after a liveness failure still runs until
+                # it stops, and the kubelet still probes its readiness: a hung
+                # loop whose TCP port still accepts stays in the endpoints.
+                self._run_probes(now, only="readiness")
             return
         if self.container is None:
             if self.deleted:
@@ -239,8 +244,10 @@ class Pod:
             self.ready = ready
             self.event("ready" if ready else "unready")
 
-    def _run_probes(self, now):
+    def _run_probes(self, now, only=None):
         for kind, state in self.probes.items():
+            if only is not None and kind != only:
+                continue
             if kind != "startup" and not self.started:
                 continue
             if kind == "startup" and self.started:
@@ -248,7 +255,7 @@ class Pod:
             ok = state.collect()
             if ok is not None:
                 self._apply(kind, state, ok, now)
-                if self.killing is not None:
+                if self.killing is not None and only is None:
                     return
             if state.pending is None and now >= state.next_due:
                 state.next_due = now + state.probe.period_s
@@ -274,8 +281,9 @@ class Pod:
             self._kill_container(now, "liveness probe failed")
 
     def _kill_container(self, now, reason):
+        """Kill the container (preStop, SIGTERM, SIGKILL at the grace period),
+        then restart it. It stays ready for as long as its readiness probe says."""
         self.event(reason)
-        self._set_ready(False)
         self.killing = Termination(self, now)
 
 

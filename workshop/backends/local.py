@@ -15,7 +15,9 @@ do with them:
   exec) with their period, timeout and thresholds; restart policy Always with
   CrashLoopBackOff (at once, then 10 s, 20 s, ... up to 300 s);
 - termination: out of the endpoints at once, preStop, SIGTERM, SIGKILL when
-  terminationGracePeriodSeconds runs out; liveness failures kill the same way;
+  terminationGracePeriodSeconds runs out; liveness failures kill the same way,
+  but the pod stays in the endpoints while its readiness probe passes (a hung
+  loop's TCP port still accepts: libzmq's I/O thread answers it);
 - rolling updates honouring maxSurge and maxUnavailable; scale; delete a pod;
 - the endpoint feed: ready, non-terminating pods, published after a
   propagation delay (default 0.5 s) that stands for the time the endpoints
@@ -28,8 +30,7 @@ do with them:
 What it does not do: no PID namespace (the process only behaves as PID 1
 towards SIGTERM); no resource limits, images, volumes, security contexts,
 nodes or scheduling; the Service is a relay on 127.0.0.1, not a virtual IP;
-probe timing is as precise as a 20 ms control loop; a pod whose container is
-being killed after a liveness failure leaves the endpoints at once.
+probe timing is as precise as a 20 ms control loop.
 
 Every process it starts is killed by `close()`, which the CLI also runs on
 Ctrl-C and SIGTERM.
