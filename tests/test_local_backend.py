@@ -143,9 +143,10 @@ def test_crashed_container_is_restarted_and_its_log_is_the_previous_containers(b
     with pytest.raises(LookupError):
         backend.logs(victim.name, previous=True)  # no container ended yet
     send_fault(victim.address, "crash")
-    wait_for(lambda: next(p for p in backend.pods() if p.name == victim.name).restarts == 1,
-             timeout=10, message="the restart")
-    wait_for(lambda: "listening" in backend.logs(victim.name), timeout=10, message="the new container's first line")
+    def restarted_and_ready():
+        pod = next(p for p in backend.pods() if p.name == victim.name)
+        return pod.restarts == 1 and pod.ready
+    wait_for(restarted_and_ready, timeout=10, message="the restarted container")
     assert "fault injected: crash" in backend.logs(victim.name, previous=True)
     assert "fault injected: crash" not in backend.logs(victim.name)
 
