@@ -19,6 +19,11 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
+# The tests' own tools, on top of the workshop's environment.
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-test.txt
+	touch $@
+
 system-packages: ## Install the Debian packages the tests use (root with apt)
 	@scripts/install-system-packages.sh
 
@@ -28,10 +33,10 @@ demo: setup ## The scoreboard: every failure scenario on every stage (report/)
 tour: setup ## A few seconds: each stage's new capability at work
 	$(PY) -m workshop tour
 
-test: setup system-packages ## Run the whole test suite (containers included)
+test: $(VENV)/.installed-test system-packages ## Run the whole test suite (containers included)
 	$(PY) -m pytest
 
-test-containers: setup system-packages ## Build the five images with podman and test them
+test-containers: $(VENV)/.installed-test system-packages ## Build the five images with podman and test them
 	$(PY) -m pytest -m containers
 
 notebooks: setup ## Open the workshop notebooks in Jupyter Lab

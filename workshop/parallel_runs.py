@@ -22,8 +22,9 @@ from .stages import ROOT
 
 CHILD_TIMEOUT_S = 300
 # Runs at once on the local backend. Most of a run is waiting (for a grace
-# period, a probe, a restart): two cores keep up with 6, each at 500 requests/s.
-JOBS = 6
+# period, a probe, a restart): two cores keep up with 8, each at 500 requests/s.
+JOBS = 8
+QUIET_JOBS = 2  # for the runs that measure latency: a core each
 
 
 def child_command(stage, scenario, backend, quick, backend_options):
@@ -96,42 +97,50 @@ def run_one(children, stage, scenario, backend, quick, backend_options):
 
 def longest_first(pairs):
     """The runs in the order to start them: the longest first, so that the
-    last one to finish is a short one. A run that deletes pods waits for them
-    for up to the stage's grace period."""
-    grace_s = {stage: load_stage(stage).grace_s for stage in {stage for stage, _ in pairs}}
-
-    def expected_s(pair):
-        stage, scenario = pair
-        cls = SCENARIOS[scenario]
-        return cls.max_s / 2 + (grace_s[stage] if cls.deletes_pods else 0)
-    return sorted(pairs, key=expected_s, reverse=True)
+    last one to finish is a short one."""
+    specs = {stage: load_stage(stage) for stage in {stage for stage, _ in pairs}}
+    return sorted(pairs, key=lambda pair: SCENARIOS[pair[1]].expected_s(specs[pair[0]]), reverse=True)
 
 
 def run_all(stages, scenarios, backend="local", jobs=JOBS, quick=False, progress=print, backend_options=None):
     """Every scenario on every stage; returns results in (scenario, stage) order.
-    Each child makes its own backend with `backend_options`."""
+    Each child makes its own backend with `backend_options`. Runs whose point
+    is latency come last, a core each, when nothing else competes for the CPU."""
     pairs = [(stage, scenario) for scenario in scenarios for stage in stages]
-    jobs = 1 if backend != "local" else jobs  # one cluster namespace: one run at a time
+    quiet = [pair for pair in pairs if SCENARIOS[pair[1]].measures_latency]
+    busy = [pair for pair in pairs if pair not in quiet]
+    if backend != "local":
+        jobs = quiet_jobs = 1  # one cluster namespace: one run at a time
+    else:
+        quiet_jobs = min(jobs, QUIET_JOBS)
     started = time.monotonic()
     results = {}
     children = Children()
-    pool = ThreadPoolExecutor(max_workers=jobs)
+
+    def finished(stage, scenario, result):
+        results[(stage, scenario)] = result
+        progress(f"[{len(results):>2}/{len(pairs)}] {time.monotonic() - started:5.1f} s  {scenario:<15} "
+                 f"{stage:<12} lost {result.lost}/{result.sent}")
     try:
-        futures = {pool.submit(run_one, children, stage, scenario, backend, quick, backend_options or {}):
-                   (stage, scenario)
-                   for stage, scenario in longest_first(pairs)}
-        for done, future in enumerate(as_completed(futures), 1):
-            stage, scenario = futures[future]
-            result = future.result()
-            results[(stage, scenario)] = result
-            progress(f"[{done:>2}/{len(pairs)}] {time.monotonic() - started:5.1f} s  {scenario:<15} "
-                     f"{stage:<12} lost {result.lost}/{result.sent}")
+        for wave, wave_jobs in ((longest_first(busy), jobs), (quiet, quiet_jobs)):
+            run_wave(children, wave, wave_jobs, finished, backend, quick, backend_options or {})
     except BaseException:
         children.stop_all()
         raise
+    return [results[pair] for pair in pairs]
+
+
+def run_wave(children, pairs, jobs, finished, *run_arguments):
+    """The runs of `pairs`, `jobs` at once, in that order; `finished(stage,
+    scenario, result)` as each ends."""
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        futures = {pool.submit(run_one, children, stage, scenario, *run_arguments): (stage, scenario)
+                   for stage, scenario in pairs}
+        for future in as_completed(futures):
+            finished(*futures[future], future.result())
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    return [results[pair] for pair in pairs]
 
 
 if __name__ == "__main__":

@@ -67,6 +67,7 @@ class Scenario:
     naive_rate = 0     # a naive client through the Service beside the endpoint-aware one
     init_process = False
     deletes_pods = False  # waits for deleted pods to be gone: a grace period, if they ignore SIGTERM
+    measures_latency = False  # its numbers are latencies: run it when nothing else competes
 
     def __init__(self, backend, stage, quick=False):
         self.backend = backend
@@ -106,6 +107,13 @@ class Scenario:
         elif self.recovered(t):
             self.done_t = t
         return False
+
+    @classmethod
+    def expected_s(cls, spec):
+        """A guess of how long a run on a stage (its StageSpec) takes: enough
+        to start the longest runs first. A run that deletes pods may wait a
+        grace period for them."""
+        return min(cls.max_s, 8 + spec.grace_s) if cls.deletes_pods else cls.max_s / 2
 
     def act(self):
         """Do the scenario's one thing to the Deployment."""
@@ -159,6 +167,7 @@ class Steady(Scenario):
 
     name = "steady"
     max_s = 4
+    measures_latency = True
 
 
 class RollingRestart(Scenario):
@@ -246,6 +255,13 @@ class Hang(Scenario):
     name = "hang"
     fault = "hang"
     max_s = 55
+
+    @classmethod
+    def expected_s(cls, spec):
+        """Without liveness, the full time; with it, the probe's failures and a
+        grace period."""
+        probe = spec.liveness
+        return cls.max_s if probe is None else probe.period_s * probe.failure_threshold + spec.grace_s + 3
 
     def recovered(self, t):
         _, endpoints = self.backend.feed.snapshot()
