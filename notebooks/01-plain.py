@@ -51,11 +51,10 @@ if backend_name == "local":
         backend.deploy("01")
         _, endpoints = backend.feed.snapshot()
         pods = {e.address: e.pod for e in endpoints}
-        naive_pods = set()  # which pods the naive client's connection went to, while it ran
-        naive = LoadGenerator(naive_address=backend.service.address, rate=500).run(
-            seconds, during=lambda t: naive_pods.update(backend.service.connections()))
+        naive = LoadGenerator(naive_address=backend.service.address, rate=500).run(seconds)
+        through_service = backend.service.bytes_to_pods()  # what the Service relayed to each pod
         aware = LoadGenerator(backend.feed, rate=500).run(seconds)
-    shares = {"through the Service": {pod: naive.sent for pod in naive_pods},
+    shares = {"through the Service": dict(through_service),
               "endpoint-aware": {pods[address]: sent for address, sent in aware.per_endpoint.items()}}
     fig, ax = plt.subplots(figsize=(7, 3))
     for row, (label, per_pod) in enumerate(shares.items()):
@@ -65,7 +64,7 @@ if backend_name == "local":
             ax.barh(row, share, left=left)
             left += share
     ax.set_yticks(range(len(shares)), list(shares))
-    ax.set_xlabel("share of requests per pod (%)")
+    ax.set_xlabel("share of the traffic per pod (%)")
     ax.set_title("which pods did the work")
     plt.show()
     print({label: sorted(p.values()) for label, p in shares.items()})
@@ -88,8 +87,7 @@ else:
 # learned it was leaving. Marks above the line are lost requests.
 
 # %%
-results = run_all(["01"], ["rolling-restart", "rolling-restart-init"], backend=backend_name, quick=QUICK,
-                  progress=print)
+results = run_all(["01"], ["rolling-restart", "rolling-restart-init"], backend=backend_name, progress=print)
 rolling, under_init = results
 report.figure(results)
 plt.show()

@@ -54,7 +54,7 @@ print(diff)
 # --previous` shows, one line one record.
 
 # %%
-results = run_all(["01", "02"], ["crash"], backend=backend_name, quick=QUICK, progress=print)
+results = run_all(["01", "02"], ["crash"], backend=backend_name, progress=print)
 records = {r.stage: r.crash_log_records for r in results}
 print(report.scoreboard(results))
 print(records)

@@ -38,7 +38,7 @@ from workshop import notebook_setup, report
 from workshop.parallel_runs import run_all
 
 backend_name = notebook_setup.choose_backend(BACKEND)
-results = run_all(["02", "03"], ["slow-start", "hang"], backend=backend_name, quick=QUICK, progress=print)
+results = run_all(["02", "03"], ["slow-start", "hang"], backend=backend_name, progress=print)
 by = {(r.stage, r.scenario): r for r in results}
 print(report.scoreboard(results))
 

@@ -38,7 +38,7 @@ print(subprocess.run(["diff", "-u", "stages/03-probes/echo_server.py", "stages/0
                      cwd=ROOT, capture_output=True, text=True).stdout)
 
 # %%
-results = run_all(["03", "04"], ["rolling-restart", "rolling-restart-init"], backend=backend_name, quick=QUICK,
+results = run_all(["03", "04"], ["rolling-restart", "rolling-restart-init"], backend=backend_name,
                   progress=print)
 by = {(r.stage, r.scenario): r for r in results}
 report.figure(results)

@@ -32,7 +32,7 @@ from workshop.stages import all_stages
 
 backend_name = notebook_setup.choose_backend(BACKEND)
 scenarios = ["rolling-restart", "rolling-restart-init", "crash"] if QUICK else list(SCENARIOS)
-results = run_all(all_stages(), scenarios, backend=backend_name, quick=QUICK, progress=print)
+results = run_all(all_stages(), scenarios, backend=backend_name, progress=print)
 
 # %%
 print(report.scoreboard(results))

@@ -23,7 +23,7 @@ import time
 import kmock as km
 from kubernetes import client
 
-from workshop.backends.cluster_job import STARTED, line, outcome_lines
+from workshop.backends.cluster_job import line, outcome_lines, started_record
 from workshop.load_generator import FaultSent, LoadOutcome, LoadResult
 
 NS = "cloudnative-echo"
@@ -46,6 +46,12 @@ class ForegroundEmulator(km.KubernetesEmulator):
             if obj is not None and not obj.deleted:
                 obj.patch({"metadata": {"finalizers": ["foregroundDeletion"]}})
         return await super()._handle(request)
+
+
+# What the API server answers on /version (kmock serves none of its own).
+VERSION = {"major": "1", "minor": "30", "gitVersion": "v1.30.0", "gitCommit": "0" * 40,
+           "gitTreeState": "clean", "buildDate": "2024-04-17T00:00:00Z", "goVersion": "go1.22.2",
+           "compiler": "gc", "platform": "linux/amd64"}
 
 
 def api_client(kmock):
@@ -156,8 +162,16 @@ class FakeCluster:
                                           '{"level": "ERROR", "message": "echo server crashed"}\n')
             await self.kmock.patch(url, json={"status": {"containerStatuses": [
                 container_status(1, True, {"running": {}})]}})
-        else:  # hang: liveness fails, the pod is not ready until its restart
-            await self.kmock.patch(url, json={"status": {"conditions": [{"type": "Ready", "status": "False"}]}})
+        else:  # hang: the liveness kill takes the grace period, the pod stays Ready meanwhile
+            asyncio.get_running_loop().call_later(self.grace_s, lambda: asyncio.ensure_future(self.restart(url)))
+
+    async def restart(self, url):
+        """The killed container is gone: unready until its replacement is."""
+        await self.kmock.patch(url, json={"status": {"conditions": [{"type": "Ready", "status": "False"}],
+                                                     "containerStatuses": [container_status(1, False, {"running": {}})]}})
+        await asyncio.sleep(self.grace_s)
+        await self.kmock.patch(url, json={"status": {"conditions": [{"type": "Ready", "status": "True"}],
+                                                     "containerStatuses": [container_status(1, True, {"running": {}})]}})
 
     def pods(self):
         return {n: p for n, p in live(self.kmock, "v1/pods").items()
@@ -200,7 +214,7 @@ class FakeCluster:
                     "spec": json.loads(json.dumps(job["spec"]["template"]["spec"], default=dict))})
                 arguments = job["spec"]["template"]["spec"]["containers"][0]["command"][3:]
                 self.jobs[name] = (pod, now, arguments)
-                self.logs[pod, False] = line(STARTED) + "\n"
+                self.logs[pod, False] = line(started_record()) + "\n"
                 continue
             pod, started, arguments = self.jobs[name]
             await self.write_job_log(name, pod, now - started, arguments)

@@ -11,30 +11,16 @@ import pytest
 from kubernetes import client
 
 from fake_minikube import FakeMinikube
+from kube_cluster import NS, VERSION, api_client
 from support import ROOT, STAGES, free_port
 from workshop import doctor, notebook_setup
 from workshop.backends.cluster_job import LOADGEN_IMAGE, line
+from workshop.backends.kube import api_path
 from workshop.manifests import render
 
-NS = "cloudnative-echo"
 APPLY = "  fix: kubectl apply -k k8s"
-VERSION = {"major": "1", "minor": "30", "gitVersion": "v1.30.0", "gitCommit": "0" * 40,
-           "gitTreeState": "clean", "buildDate": "2024-04-17T00:00:00Z", "goVersion": "go1.22.2",
-           "compiler": "gc", "platform": "linux/amd64"}
 NAMESPACE = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": {
     "app.kubernetes.io/part-of": "cloudnative-echo", "pod-security.kubernetes.io/enforce": "restricted"}}}
-
-
-def api_client(kmock):
-    configuration = client.Configuration()
-    configuration.host = str(kmock.url).rstrip("/")
-    return client.ApiClient(configuration)
-
-
-def collection(obj):
-    group, _, version = obj["apiVersion"].rpartition("/")
-    api = f"/apis/{group}/{version}" if group else f"/api/{version}"
-    return f"{api}/namespaces/{NS}/{obj['kind'].lower()}s"
 
 
 class Cluster:
@@ -62,7 +48,7 @@ class Cluster:
             key = (obj["kind"], obj["metadata"]["name"])
             if obj["metadata"]["name"] in ("loadgen", "prometheus") and obj["kind"] != "Namespace" \
                     and key not in self.skip:
-                await self.kmock.post(collection(obj), json=obj)
+                await self.kmock.post(api_path(obj)[0], json=obj)
         await self.kmock.patch(f"/apis/apps/v1/namespaces/{NS}/deployments/prometheus", json={"status": {
             "replicas": 1, "availableReplicas": self.available_prometheus}})
         for stage in STAGES:

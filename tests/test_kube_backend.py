@@ -14,25 +14,19 @@ import kmock as km
 import pytest
 from kubernetes import client
 
+from kube_cluster import NS, VERSION, api_client
 from support import ROOT, free_port, wait_for
 from workshop import notebook_setup
-from workshop.backends.cluster_job import STARTED, JobLoad, line, outcome_lines
+from workshop.backends.cluster_job import JobLoad, line, outcome_lines, started_record
 from workshop.backends.endpointslices import EndpointSliceWatcher, ready_endpoints
+from workshop.backends.list_watch import BACKOFF_FIRST_S
 from workshop.backends.kube import RESTARTED_AT, KubeBackend
-from workshop.backends.minikube import build_command
 from workshop.load_generator import FaultSent, LoadOutcome, LoadResult, LoadSpec
 from workshop.manifests import load_stage, render
 from workshop.stages import stage_dir
 
-NS = "cloudnative-echo"
 DEPLOYMENTS = "apps/v1/deployments"
 SLICES = "/apis/discovery.k8s.io/v1/namespaces/cloudnative-echo/endpointslices"
-
-
-def api_client(kmock):
-    configuration = client.Configuration()
-    configuration.host = str(kmock.url).rstrip("/")
-    return client.ApiClient(configuration)
 
 
 @pytest.fixture
@@ -104,6 +98,11 @@ async def test_rollout_restart_patches_the_pod_template_like_kubectl(kmock, back
     template = kmock.objects[DEPLOYMENTS, NS, "echo"]["spec"]["template"]
     assert RESTARTED_AT in template["metadata"]["annotations"]
     assert {"name": "ECHO_STARTUP_DELAY", "value": "2"} in template["spec"]["containers"][0]["env"]
+    # A strategic merge: the API server merges containers and env entries by
+    # name. (kmock applies any patch as a JSON merge patch, which would replace
+    # the whole container list: a real server must be told which it is.)
+    (patch,) = [r for r in list(kmock) if r.method.value == "PATCH"]
+    assert patch.headers["Content-Type"] == "application/strategic-merge-patch+json"
 
 
 async def test_scale_patches_the_scale_subresource(kmock, backend):
@@ -162,7 +161,7 @@ async def test_repeated_410s_back_off_before_listing_again(kmock):
     finally:
         watcher.stop()
     gaps = [round(b - a, 2) for a, b in zip(lists, lists[1:])]
-    assert gaps[0] < 0.4  # the first 410: list again at once
+    assert gaps[0] < BACKOFF_FIRST_S  # the first 410: list again at once
     assert gaps[1] >= 0.5 and gaps[2] >= 1.0 and gaps[3] >= 2.0, gaps  # then back off, doubling
 
 
@@ -214,24 +213,18 @@ async def test_load_job_runs_in_cluster_and_its_log_is_read_back(kmock, backend)
                        per_endpoint={"tcp://echo:5555": 1})
     fault = FaultSent("echo-a", "tcp://10.0.0.1:5555", 1.0)
     sent = LoadOutcome(aware=aware, naive=naive, fault=fault)
-    log = "\n".join([line(STARTED), line({"fault": vars(fault)}), "a stray line", *outcome_lines(sent)]) + "\n"
+    started = {**started_record(), "at": time.time() - 2}  # the Job started 2 s ago, by its clock
+    log = "\n".join([line(started), line({"fault": vars(fault)}), "a stray line", *outcome_lines(sent)]) + "\n"
     kmock[km.subresource("log")] << log.encode()
+    assert 2 <= await asyncio.to_thread(load.elapsed) < 5  # its clock, not when we read the line
     await kmock.patch(f"/apis/batch/v1/namespaces/{NS}/jobs/echo-loadgen-t", json={"status": {"succeeded": 1}})
     received = await asyncio.to_thread(load.result, 10)
     assert received == sent
 
 
-def test_images_are_built_with_the_chapters_commands():
-    assert build_command("04", "cloudnative-echo:04-shutdown")[:7] == [
-        "minikube", "-p", "minikube", "image", "build", "-t", "cloudnative-echo:04-shutdown"]
-    assert build_command(None, "cloudnative-echo:loadgen")[-3:-1] == ["-f", "loadgen-image/Dockerfile"]
-
-
 async def test_setup_notebook_picks_kube_when_the_api_answers_and_prepares_it(kmock, backend):
     # kmock quirk: the client asks for /version/ (trailing slash), which kmock does not serve
-    kmock["get"]["/version/"] << {
-        "major": "1", "minor": "30", "gitVersion": "v1.30.0", "gitCommit": "0" * 40, "gitTreeState": "clean",
-        "buildDate": "2024-04-17T00:00:00Z", "goVersion": "go1.22.2", "compiler": "gc", "platform": "linux/amd64"}
+    kmock["get"]["/version/"] << VERSION
     assert await asyncio.to_thread(notebook_setup.choose_backend, "auto", backend.api_client) == "kube"
     shared = render(ROOT / "k8s")
     assert [o["kind"] for o in shared].count("Namespace") == 1

@@ -292,3 +292,16 @@ def test_close_stops_every_thread(pods, feed, flood_pod):
             service.close()
             assert time.monotonic() - started < 2
     assert set(threading.enumerate()) - before == set()
+
+
+def test_bytes_relayed_to_each_pod_are_counted(start_server):
+    """What the notebook's "which pods did the work" reads: bytes the Service
+    relayed to each pod, counted by the relay itself."""
+    server = start_server("04-shutdown", host="127.0.0.2")
+    feed = EndpointFeed()
+    feed.publish({Endpoint("only-pod", server.endpoint)})
+    with LocalService(feed) as service, Client(service.address) as client:
+        for _ in range(10):
+            assert client.echo([b"x" * 1000]) == [b"x" * 1000]
+        wait_for(lambda: service.bytes_to_pods()["only-pod"] >= 10 * 1000, timeout=5, message="the count")
+    assert set(service.bytes_to_pods()) == {"only-pod"}

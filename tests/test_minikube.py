@@ -1,6 +1,7 @@
 """Building the workshop's images into minikube, and choosing the context,
 against a fake `minikube` put first on PATH (tests/fake_minikube.py)."""
 
+import asyncio
 import textwrap
 
 import kubernetes.config  # noqa: F401  (imported before a test sets $KUBECONFIG, which it reads on import)
@@ -8,7 +9,9 @@ import pytest
 
 from fake_minikube import FakeMinikube
 from support import ROOT, STAGES
+from kube_cluster import VERSION
 from workshop import __main__ as cli
+from workshop import notebook_setup
 from workshop.backends import minikube
 from workshop.backends.cluster_job import LOADGEN_IMAGE
 from workshop.backends.minikube import ContextRefused, ImageBuildFailed, build_command, build_images
@@ -84,7 +87,7 @@ def test_images_on_node_lists_normalised_references_and_has_image_finds_a_short_
 
 # -- choose_context --
 
-def kubeconfig(tmp_path, monkeypatch, current):
+def kubeconfig(tmp_path, monkeypatch, current, server="https://127.0.0.1:6443"):
     path = tmp_path / "kubeconfig"
     path.write_text(textwrap.dedent(f"""\
         apiVersion: v1
@@ -92,7 +95,7 @@ def kubeconfig(tmp_path, monkeypatch, current):
         current-context: {current}
         clusters:
         - name: {current}
-          cluster: {{server: "https://127.0.0.1:6443"}}
+          cluster: {{server: "{server}"}}
         - name: minikube
           cluster: {{server: "https://192.168.49.2:8443"}}
         users:
@@ -143,3 +146,15 @@ def test_images_command_exits_2_with_the_failure(fake_minikube, capsys):
 def test_images_command_refuses_a_context_that_is_not_a_minikube_profile(fake_minikube, capsys):
     assert cli.main(["images", "--context", "kind-workshop"]) == 2
     assert "not a minikube profile" in capsys.readouterr().err
+
+
+async def test_auto_picks_a_cluster_that_answers_only_if_it_is_a_minikube_profile(kmock, tmp_path, monkeypatch,
+                                                                                fake_minikube):
+    """Notebook 00's BACKEND = "auto" never applies the workshop to whatever
+    cluster the kubeconfig happens to point at."""
+    kmock["get"]["/version/"] << VERSION
+    kubeconfig(tmp_path, monkeypatch, "work-cluster", server=str(kmock.url).rstrip("/"))
+    assert await asyncio.to_thread(notebook_setup.cluster_answers)
+    assert await asyncio.to_thread(notebook_setup.choose_backend, "auto") == "local"
+    fake_minikube.update(profiles=["work-cluster"])
+    assert await asyncio.to_thread(notebook_setup.choose_backend, "auto") == "kube"

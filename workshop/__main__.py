@@ -28,13 +28,11 @@ def parse_args(argv):
     demo.add_argument("--stage", action="append", help="a stage (repeatable), e.g. 04 or 04-shutdown")
     demo.add_argument("--scenario", action="append", choices=list(SCENARIOS), help="repeatable")
     demo.add_argument("--jobs", type=int, default=JOBS, help="runs at once on the local backend")
-    demo.add_argument("--quick", action="store_true", help="shorter runs where a lesson allows")
     demo.add_argument("--out", default="report", help="where report.md and scoreboard.png go")
     run = commands.add_parser("run", help="one scenario on one stage")
     run.add_argument("--stage", required=True)
     run.add_argument("--scenario", required=True, choices=list(SCENARIOS))
     run.add_argument("--backend", choices=["local", "kube"], default="local")
-    run.add_argument("--quick", action="store_true")
     for command in (demo, run):
         command.add_argument("--context", help="kube: this kubeconfig context (default: the current one, "
                                                "which must be a minikube profile unless --no-build)")
@@ -71,7 +69,7 @@ def demo(args):
     started = time.monotonic()
     options = backend_options(args, stages)
     from .parallel_runs import run_all
-    results = run_all(stages, scenarios, backend=args.backend, jobs=args.jobs, quick=args.quick,
+    results = run_all(stages, scenarios, backend=args.backend, jobs=args.jobs,
                       progress=lambda line: print(line, flush=True), backend_options=options)
     print()
     print(report.scoreboard(results))
@@ -84,7 +82,7 @@ def run(args):
     from .backends import make_backend
     from .scenarios import run_scenario
     with make_backend(args.backend, **backend_options(args, [resolve(args.stage)])) as backend:
-        result = run_scenario(backend, args.stage, args.scenario, quick=args.quick)
+        result = run_scenario(backend, args.stage, args.scenario)
     print(report.scoreboard([result]))
 
 

@@ -6,6 +6,9 @@ that fixes it; a check that needs one that failed is skipped, saying so.
     ok   kubeconfig context: minikube
     FAIL the images on the node: missing cloudnative-echo:loadgen
       fix: python -m workshop images
+
+The last check deploys stage 01 (replacing whatever stage the `echo`
+Deployment ran) and echoes through it from a Job inside the cluster.
 """
 
 import secrets
@@ -18,7 +21,7 @@ from kubernetes.client.rest import ApiException
 
 from .backends.cluster_job import ClusterJob, records
 from .backends.kube import KubeBackend
-from .backends.minikube import has_image, images_on_node, is_profile, kubeconfig_file, workshop_images
+from .backends.minikube import current_context, has_image, images_on_node, is_profile, kubeconfig_file, workshop_images
 from .stages import all_stages
 
 NAMESPACE = "cloudnative-echo"
@@ -46,9 +49,9 @@ class Patient:
 def check_context(patient):
     if patient.api_client is None:
         try:
+            patient.context = patient.context or current_context()
             if patient.context is None:
-                _, active = config.list_kube_config_contexts(config_file=kubeconfig_file())
-                patient.context = active["name"]
+                raise ValueError("the kubeconfig has no current context")
             patient.api_client = config.new_client_from_config(config_file=kubeconfig_file(),
                                                                context=patient.context)
         except Exception as error:  # no kubeconfig, no such context: minikube start writes one

@@ -247,12 +247,15 @@ def run_load(feed, spec, service_address=None, on_started=None, on_fault=None, s
     if on_started:
         on_started()
     outcome = LoadOutcome(aware=None)
-    naive_thread = None
+    naive_thread, naive_errors = None, []
     if spec.naive_rate:
         naive = LoadGenerator(naive_address=service_address, rate=spec.naive_rate, timeout_s=spec.timeout_s)
 
         def run_naive():
-            outcome.naive = naive.run(spec.max_s, during=lambda t: stop.is_set(), start=start)
+            try:
+                outcome.naive = naive.run(spec.max_s, during=lambda t: stop.is_set(), start=start)
+            except BaseException as error:  # raised below, in this function's thread
+                naive_errors.append(error)
         naive_thread = threading.Thread(target=run_naive, name="naive-load", daemon=True)
         naive_thread.start()
 
@@ -269,6 +272,8 @@ def run_load(feed, spec, service_address=None, on_started=None, on_fault=None, s
         stop.set()  # the naive client stops with the aware one
         if naive_thread is not None:
             naive_thread.join()
+    if naive_errors:
+        raise naive_errors[0]
     return outcome
 
 

@@ -18,10 +18,11 @@ def tools():
 def cluster_answers(api_client=None, timeout_s=3):
     """True if the current kubeconfig context (or `api_client`) has an API server that answers."""
     from kubernetes import client, config
+
+    from .backends.minikube import kubeconfig_file
     try:
         if api_client is None:
-            config.load_kube_config()
-            api_client = client.ApiClient()
+            api_client = config.new_client_from_config(config_file=kubeconfig_file())
         client.VersionApi(api_client).get_code(_request_timeout=timeout_s)
         return True
     except Exception:  # no kubeconfig, no context, or nobody answering: all mean "no cluster"
@@ -29,11 +30,15 @@ def cluster_answers(api_client=None, timeout_s=3):
 
 
 def choose_backend(preference="auto", api_client=None):
-    """"kube" when asked for, or when "auto" and a cluster answers; else "local"."""
+    """"kube" when asked for; with "auto", kube when the current context is a
+    minikube profile whose cluster answers (never some other cluster the
+    kubeconfig happens to point at), else "local"."""
+    from .backends import minikube
     if preference not in ("auto", "local", "kube"):
         raise ValueError(f"BACKEND must be auto, local or kube, not {preference!r}")
     if preference == "auto":
-        return "kube" if cluster_answers(api_client) else "local"
+        ours = api_client is not None or minikube.is_profile(minikube.current_context())
+        return "kube" if ours and cluster_answers(api_client) else "local"
     return preference
 
 
@@ -53,7 +58,7 @@ def prepare_kube(context=None, api_client=None, progress=print):
     (each checked on the node). Returns the context, for the doctor."""
     from .backends import minikube
     from .backends.kube import KubeBackend
-    context = minikube.choose_context(context, build_images=False)
+    context = minikube.choose_context(context)  # refuses a current context that is not minikube
     if api_client is None:
         options = {"context": context, "build_images": False}  # the images are built below
     else:

@@ -9,6 +9,8 @@ module's `__main__`) reads it and prints the ScenarioResult as JSON.
 """
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -20,16 +22,16 @@ from .manifests import load_stage
 from .scenarios import SCENARIOS, ScenarioResult
 from .stages import ROOT
 
-CHILD_TIMEOUT_S = 300
+CHILD_TIMEOUT_S = 600
 # Runs at once on the local backend. Most of a run is waiting (for a grace
 # period, a probe, a restart): two cores keep up with 8, each at 500 requests/s.
 JOBS = 8
 QUIET_JOBS = 2  # for the runs that measure latency: a core each
 
 
-def child_command(stage, scenario, backend, quick, backend_options):
+def child_command(stage, scenario, backend, backend_options):
     return [sys.executable, "-m", __spec__.name, json.dumps(
-        {"stage": stage, "scenario": scenario, "backend": backend, "quick": quick,
+        {"stage": stage, "scenario": scenario, "backend": backend,
          "backend_options": backend_options})]
 
 
@@ -43,7 +45,7 @@ def child_main(argv=None):
     stop_on_sigterm()
     try:
         with make_backend(request["backend"], **request["backend_options"]) as backend:
-            result = run_scenario(backend, request["stage"], request["scenario"], quick=request["quick"])
+            result = run_scenario(backend, request["stage"], request["scenario"])
     except KeyboardInterrupt:
         return 130
     print(json.dumps(result.to_dict()))
@@ -84,10 +86,14 @@ class Children:
                 child.kill()
 
 
-def run_one(children, stage, scenario, backend, quick, backend_options):
-    child = children.start(child_command(stage, scenario, backend, quick, backend_options))
+def run_one(children, stage, scenario, backend, backend_options):
+    child = children.start(child_command(stage, scenario, backend, backend_options))
     try:
         stdout, stderr = child.communicate(timeout=CHILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)  # the child and everything it started
+        child.wait()
+        raise RuntimeError(f"{stage} {scenario} did not finish within {CHILD_TIMEOUT_S} s") from None
     finally:
         children.finished(child)
     if child.returncode != 0:
@@ -102,7 +108,7 @@ def longest_first(pairs):
     return sorted(pairs, key=lambda pair: SCENARIOS[pair[1]].expected_s(specs[pair[0]]), reverse=True)
 
 
-def run_all(stages, scenarios, backend="local", jobs=JOBS, quick=False, progress=print, backend_options=None):
+def run_all(stages, scenarios, backend="local", jobs=JOBS, progress=print, backend_options=None):
     """Every scenario on every stage; returns results in (scenario, stage) order.
     Each child makes its own backend with `backend_options`. Runs whose point
     is latency come last, a core each, when nothing else competes for the CPU."""
@@ -123,7 +129,7 @@ def run_all(stages, scenarios, backend="local", jobs=JOBS, quick=False, progress
                  f"{stage:<12} lost {result.lost}/{result.sent}")
     try:
         for wave, wave_jobs in ((longest_first(busy), jobs), (quiet, quiet_jobs)):
-            run_wave(children, wave, wave_jobs, finished, backend, quick, backend_options or {})
+            run_wave(children, wave, wave_jobs, finished, backend, backend_options or {})
     except BaseException:
         children.stop_all()
         raise

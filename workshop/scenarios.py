@@ -20,6 +20,7 @@ TIMEOUT_S = 1.0        # a request unanswered for this long is lost
 SLOW_MS = 100          # an echo slower than this waited for something
 SETTLE_S = 0.5         # load keeps running this long after the event is over
 TICK_S = 0.05          # how often a scenario looks at the Deployment
+LOAD_START_BOUND_S = 180  # before the load's clock starts: a Job scheduled, every endpoint answering
 
 
 @dataclass
@@ -69,10 +70,9 @@ class Scenario:
     deletes_pods = False  # waits for deleted pods to be gone: a grace period, if they ignore SIGTERM
     measures_latency = False  # its numbers are latencies: run it when nothing else competes
 
-    def __init__(self, backend, stage, quick=False):
+    def __init__(self, backend, stage):
         self.backend = backend
         self.stage = resolve(stage)
-        self.quick = quick
         self.result = ScenarioResult(stage=self.stage, scenario=self.name, backend=backend.name)
         self.event_t = None     # when the event happened, in load-time seconds
         self.event_clock = None  # ... and on this process's monotonic clock
@@ -85,7 +85,10 @@ class Scenario:
         self.load = self.backend.start_load(LoadSpec(
             rate=RATE, timeout_s=self.timeout_s, max_s=self.max_s, fault=self.fault, fault_at_s=self.event_at_s,
             naive_rate=self.naive_rate))
+        deadline = time.monotonic() + self.max_s + LOAD_START_BOUND_S
         while not self.load.finished():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} on {self.stage}: the load did not finish in time")
             if self._tick(self.load.elapsed()):
                 self.load.stop()
             time.sleep(TICK_S)  # the scenario's pace: it acts between looks at the Deployment
@@ -99,7 +102,9 @@ class Scenario:
             return t >= self.done_t + SETTLE_S
         if self.event_t is None:
             if self.fault and self.load.fault is not None:
-                self.event_t, self.event_clock = self.load.fault.t, time.monotonic()
+                # sent at fault.t on the load's clock: seen here a moment later
+                self.event_t = self.load.fault.t
+                self.event_clock = time.monotonic() - (t - self.event_t)
                 self.victim = self.load.fault.pod
             elif not self.fault and t >= self.event_at_s:
                 self.event_t, self.event_clock = t, time.monotonic()
@@ -145,7 +150,8 @@ class Scenario:
             r.via_service_sent, r.via_service_lost = outcome.naive.sent, outcome.naive.lost
         terminations = self.backend.terminations()
         r.sigkills = sum(t.sigkilled for t in terminations)
-        r.pod_exit_s = [round(t.gone_at - t.deleted_at, 2) for t in terminations if t.gone_at is not None]
+        r.pod_exit_s = [round(t.gone_at - t.deleted_at, 2) for t in terminations
+                        if t.gone_at is not None and t.deleted_at is not None]
         gone = [t.gone_at for t in terminations if t.gone_at is not None]
         if gone and self.event_clock is not None:
             r.rollout_s = round(max(gone) - self.event_clock, 2)
@@ -333,9 +339,9 @@ SCENARIOS = {cls.name: cls for cls in (Steady, RollingRestart, RollingRestartIni
                                         ScaleDown)}
 
 
-def run_scenario(backend, stage, name, quick=False):
+def run_scenario(backend, stage, name):
     """Run one scenario on a fresh deployment of `stage`; the caller owns the backend."""
     started = time.monotonic()
-    result = SCENARIOS[name](backend, stage, quick=quick).run()
+    result = SCENARIOS[name](backend, stage).run()
     result.wall_s = round(time.monotonic() - started, 2)
     return result

@@ -20,7 +20,7 @@ class PodTermination:
     """One pod's deletion, as seen by the backend (monotonic clock)."""
 
     pod: str
-    deleted_at: float                 # the deletion was seen
+    deleted_at: float | None          # the deletion was seen (None: it was not, the pod was just gone)
     gone_at: float | None = None      # the pod was gone (None: still terminating)
     exit_code: int | None = None      # its container's, as a runtime reports it: 137 = SIGKILLed
 

@@ -19,16 +19,22 @@ import time
 from dataclasses import asdict
 
 from ..feed import Endpoint, EndpointFeed
+from .list_watch import has_labels
 from ..load_generator import FaultSent, LoadOutcome, LoadResult, LoadSpec, run_load, \
     wait_until_every_endpoint_answers
 
 LOADGEN_IMAGE = "cloudnative-echo:loadgen"
 POLL_S = 0.5        # how often the host looks at the Job: keeps the API load to a few requests/s
+LOAD_JOB_START_S = 150  # a load Job's time beyond its load: scheduling, start-up, every endpoint answering
 SAMPLES_PER_LINE = 500
 
 # -- the log protocol: one JSON object per line --
 
-STARTED = {"started": True}      # the load's clock starts now
+def started_record():
+    """The load's clock starts now: its wall-clock time, so the host can place
+    it on its own clock (minikube shares the host's clock) instead of when it
+    happened to read the line."""
+    return {"started": True, "at": time.time()}
 
 
 def line(record):
@@ -86,14 +92,17 @@ def read_outcome(lines):
 
 # -- the Job --
 
-def job_manifest(name, namespace, arguments):
+def job_manifest(name, namespace, arguments, deadline_s):
     """A Job running this module with `arguments`, as the loadgen
-    ServiceAccount (k8s/loadgen-rbac.yaml), in a restricted-profile pod."""
+    ServiceAccount (k8s/loadgen-rbac.yaml), in a restricted-profile pod. It
+    fails after `deadline_s` whatever happens (an image that cannot be pulled,
+    a pod that stays Pending), so nobody waits for it for ever."""
     labels = {"app.kubernetes.io/name": "loadgen", "app.kubernetes.io/part-of": "cloudnative-echo"}
     return {
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 600, "template": {
+        "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 600, "activeDeadlineSeconds": int(deadline_s),
+                 "template": {
             "metadata": {"labels": labels},
             "spec": {
                 "serviceAccountName": "loadgen", "restartPolicy": "Never",
@@ -125,12 +134,12 @@ class ClusterJob:
     """A Job of this module, created now, watched from the host by polling
     its status and its pod's log (at most every POLL_S)."""
 
-    def __init__(self, api_client, namespace, name, arguments):
+    def __init__(self, api_client, namespace, name, arguments, deadline_s=120):
         from kubernetes import client
         self.core = client.CoreV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
-        self.namespace, self.name = namespace, name
-        self.batch.create_namespaced_job(namespace, job_manifest(name, namespace, arguments))
+        self.namespace, self.name, self.deadline_s = namespace, name, deadline_s
+        self.batch.create_namespaced_job(namespace, job_manifest(name, namespace, arguments, deadline_s))
         self.lines = []
         self.done = False
         self.succeeded = False
@@ -143,7 +152,8 @@ class ClusterJob:
             return
         self._next_look = time.monotonic() + POLL_S
         status = self.batch.read_namespaced_job_status(self.name, self.namespace).status
-        self.done = bool(status and (status.succeeded or status.failed))
+        ended = {c.type for c in (status and status.conditions) or [] if c.status == "True"} & {"Complete", "Failed"}
+        self.done = bool(status and (status.succeeded or status.failed or ended))
         self.succeeded = bool(status and status.succeeded)
         self.lines = self._log_lines()
 
@@ -151,7 +161,7 @@ class ClusterJob:
         from kubernetes.client.rest import ApiException
         if self._pod is None:
             pods = self.core.list_namespaced_pod(self.namespace, label_selector=f"job-name={self.name}").items
-            pods = [p for p in pods if (p.metadata.labels or {}).get("job-name") == self.name]  # checked here too
+            pods = [p for p in pods if has_labels(p.metadata.labels, {"job-name": self.name})]  # checked here too
             if not pods:
                 return []
             self._pod = pods[0].metadata.name
@@ -162,11 +172,11 @@ class ClusterJob:
                 return []
             raise
 
-    def wait(self, timeout_s):
-        deadline = time.monotonic() + timeout_s
+    def wait(self, timeout_s=None):
+        deadline = time.monotonic() + (timeout_s or self.deadline_s + 30)
         while not self.done:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"Job {self.name} did not finish within {timeout_s} s")
+                raise TimeoutError(f"Job {self.name} did not finish: kubectl -n {self.namespace} describe job/{self.name}")
             time.sleep(POLL_S)
             self.look()
         return self
@@ -185,20 +195,24 @@ def read_log(core, pod, namespace, previous=False):
 class JobLoad:
     """The scenario's load as a Job: the handle every backend's load offers.
 
-    Its clock starts when the log says STARTED, so the host's idea of the
-    load's time is late by up to one poll (0.5 s). It runs its full `max_s`:
-    stop() cannot reach into the cluster early."""
+    Its clock starts at the time its first log line gives, placed on this
+    process's clock; so the fault's time (the Job's clock) and the host's
+    observations (this one) are comparable. It runs its full `max_s`: stop()
+    cannot reach into the cluster early."""
 
     def __init__(self, api_client, namespace, service, spec, service_address, name):
         self.spec = spec
-        self.job = ClusterJob(api_client, namespace, name, load_arguments(namespace, service, spec, service_address))
+        self.job = ClusterJob(api_client, namespace, name, load_arguments(namespace, service, spec, service_address),
+                              deadline_s=spec.max_s + LOAD_JOB_START_S)
         self.started_at = None
         self.fault = None
 
     def _look(self):
         self.job.look()
-        if self.started_at is None and STARTED in records(self.job.lines):
-            self.started_at = time.monotonic()
+        started = next((r for r in records(self.job.lines) if r.get("started")), None)
+        if self.started_at is None and started is not None:
+            # on this process's monotonic clock; never later than now
+            self.started_at = time.monotonic() - max(0.0, time.time() - started.get("at", time.time()))
         if self.fault is None:
             self.fault = read_fault(self.job.lines)
 
@@ -214,11 +228,12 @@ class JobLoad:
         """Nothing to do: the Job stops on its own after max_s."""
 
     def result(self, timeout_s=None):
-        self.job.wait(timeout_s or self.spec.max_s + 180)
+        self.job.wait(timeout_s)
         self._look()
         outcome = read_outcome(self.job.lines)
         if outcome is None:
-            raise RuntimeError(f"load generator Job {self.job.name} left no result:\n{self.job.last_lines()}")
+            raise RuntimeError(f"load generator Job {self.job.name} left no result (see `kubectl -n "
+                               f"{self.job.namespace} describe job/{self.job.name}`):\n{self.job.last_lines()}")
         return outcome
 
 
@@ -274,7 +289,7 @@ def main(argv=None):
     spec = LoadSpec(rate=args.rate, timeout_s=args.timeout, max_s=args.seconds, fault=args.fault,
                     fault_at_s=args.fault_at, naive_rate=args.naive_rate)
     outcome = run_load(feed, spec, args.service_address,
-                       on_started=lambda: print(line(STARTED), flush=True),
+                       on_started=lambda: print(line(started_record()), flush=True),
                        on_fault=lambda fault: print(line({"fault": asdict(fault)}), flush=True))
     for text in outcome_lines(outcome):
         print(text, flush=True)

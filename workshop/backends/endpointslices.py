@@ -31,13 +31,11 @@ def ready_endpoints(endpoint_slice, port_name):
 
 class EndpointSliceWatcher:
     def __init__(self, api_client, namespace, service, port_name="zmq", feed=None, **watch_options):
-        self.service = service
         self.port_name = port_name
         self.feed = feed or EndpointFeed()
         self.watcher = ListWatcher(
             api_client, client.DiscoveryV1Api(api_client).list_namespaced_endpoint_slice, namespace,
-            on_change=lambda kind, obj: self._publish(),
-            label_selector=f"{SERVICE_LABEL}={service}", **watch_options)
+            on_change=lambda kind, obj: self._publish(), labels={SERVICE_LABEL: service}, **watch_options)
 
     def start(self):
         self.watcher.start()
@@ -45,8 +43,7 @@ class EndpointSliceWatcher:
         return self
 
     def _publish(self):
-        slices = [s for s in self.watcher.snapshot().values()  # the selector, checked here too
-                  if (s["metadata"].get("labels") or {}).get(SERVICE_LABEL) == self.service]
+        slices = self.watcher.snapshot().values()
         self.feed.publish(set().union(*(ready_endpoints(s, self.port_name) for s in slices)))
 
     @property

@@ -33,11 +33,21 @@ from ..stages import stage_dir
 from .base import Backend, PodStatus, PodTermination
 from .cluster_job import JobLoad, read_log
 from .endpointslices import EndpointSliceWatcher
-from .list_watch import ListWatcher
+from .list_watch import ListWatcher, has_labels, label_selector
 from .minikube import choose_context, kubeconfig_file
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what `kubectl rollout restart` sets
 POLL_S = 0.5  # when something must be polled (a deletion to finish), this often
+
+
+def api_path(obj):
+    """(the collection's path, the name) of an object, for our manifests'
+    kinds: their plural is the kind in lower case plus "s"."""
+    group, _, version = obj["apiVersion"].rpartition("/")
+    namespace = obj["metadata"].get("namespace")
+    path = (f"/apis/{group}/{version}" if group else f"/api/{version}") + (
+        f"/namespaces/{namespace}" if namespace else "") + f"/{obj['kind'].lower()}s"
+    return path, obj["metadata"]["name"]
 
 
 class KubeBackend(Backend):
@@ -63,7 +73,7 @@ class KubeBackend(Backend):
         """Create the object, or merge-patch it if it exists: `kubectl apply`
         for the simple, complete manifests of this workshop. An object that
         is being deleted is never patched: wait until it is gone, then create."""
-        path, name = self._path(obj)
+        path, name = api_path(obj)
         deadline = time.monotonic() + timeout_s
         while True:
             try:
@@ -79,13 +89,6 @@ class KubeBackend(Backend):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{obj['kind']}/{name} was still being deleted after {timeout_s} s")
             time.sleep(POLL_S)  # the old one is still being deleted
-
-    def _path(self, obj):
-        group, _, version = obj["apiVersion"].rpartition("/")
-        namespace = obj["metadata"].get("namespace")
-        path = (f"/apis/{group}/{version}" if group else f"/api/{version}") + (
-            f"/namespaces/{namespace}" if namespace else "") + f"/{obj['kind'].lower()}s"
-        return path, obj["metadata"]["name"]
 
     def _get(self, path):
         try:
@@ -106,6 +109,7 @@ class KubeBackend(Backend):
         started = time.monotonic()
         self.spec = load_stage(stage)
         self._stop_watching()
+        self._changed_generation, self._changed_replicas = 0, self.spec.replicas
         self._delete_deployment(timeout)  # every run starts from a fresh Deployment
         for obj in render(stage_dir(stage) / "k8s"):
             if obj["kind"] == "Deployment":
@@ -129,11 +133,14 @@ class KubeBackend(Backend):
             # strategic merge: containers merge by name, env entries by name
             template["spec"] = {"containers": [{"name": self.spec.container, "env": [
                 {"name": k, "value": str(v)} for k, v in env.items()]}]}
-        self.apps.patch_namespaced_deployment(self.spec.name, self.spec.namespace, {"spec": {"template": template}})
+        changed = self.apps.patch_namespaced_deployment(self.spec.name, self.spec.namespace,
+                                                        {"spec": {"template": template}})
+        self._changed_generation = changed.metadata.generation or 0
 
     def scale(self, replicas):
         self.apps.patch_namespaced_deployment_scale(self.spec.name, self.spec.namespace,
                                                     {"spec": {"replicas": replicas}})
+        self._changed_replicas = replicas
 
     def delete_pod(self, name):
         self.core.delete_namespaced_pod(name, self.spec.namespace)
@@ -143,6 +150,9 @@ class KubeBackend(Backend):
         if deployment is None or "status" not in deployment:  # the controller has not looked yet
             return False
         status, wanted = deployment["status"], deployment["spec"]["replicas"]
+        if (deployment["metadata"].get("generation", 0) < self._changed_generation
+                or wanted != self._changed_replicas):
+            return False  # the watch has not shown our own last change yet: this is the old rollout
         return (status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
                 and status.get("updatedReplicas", 0) == wanted and status.get("availableReplicas", 0) == wanted
                 and status.get("replicas", 0) == wanted)
@@ -156,7 +166,7 @@ class KubeBackend(Backend):
                       for c in pod.get("status", {}).get("conditions") or []),
             terminating=pod["metadata"].get("deletionTimestamp") is not None,
             restarts=sum(c.get("restartCount", 0) for c in pod.get("status", {}).get("containerStatuses") or []),
-        ) for pod in self._pods.snapshot().values() if self._ours(pod)]
+        ) for pod in self._pods.snapshot().values()]
 
     def terminations(self):
         return list(self._terminations.values())
@@ -181,9 +191,11 @@ class KubeBackend(Backend):
 
     def _watch(self):
         namespace = self.spec.namespace
-        self._terminations = {}
+        # This deploy's own record: a late event of an earlier deploy's watch cannot reach it.
+        terminations = self._terminations = {}
         self._pods = ListWatcher(self.api_client, self.core.list_namespaced_pod, namespace,
-                                 on_change=self._note_termination, label_selector=self._selector()).start()
+                                 on_change=lambda kind, pod: self._note_termination(terminations, kind, pod),
+                                 labels=self.spec.labels).start()
         self._deployments = ListWatcher(self.api_client, self.apps.list_namespaced_deployment, namespace,
                                         field_selector=f"metadata.name={self.spec.name}").start()
         slices = EndpointSliceWatcher(self.api_client, namespace, self.spec.service).start()
@@ -195,27 +207,21 @@ class KubeBackend(Backend):
             watcher.stop()
         self._watchers = []
 
-    def _note_termination(self, kind, pod):
+    def _note_termination(self, terminations, kind, pod):
         """When each pod was seen being deleted, when it was gone, and how its
-        container ended (137: SIGKILLed at the end of the grace period)."""
+        container ended (137: SIGKILLed at the end of the grace period). A pod
+        whose deletion was not seen (gone between two watches) has no deletion time."""
         name = pod["metadata"]["name"]
-        if not self._ours(pod) or (kind != "DELETED" and not pod["metadata"].get("deletionTimestamp")):
+        if kind != "DELETED" and not pod["metadata"].get("deletionTimestamp"):
             return
         now = time.monotonic()
-        record = self._terminations.setdefault(name, PodTermination(name, deleted_at=now))
+        seen_deleting = pod["metadata"].get("deletionTimestamp") or name in terminations
+        record = terminations.setdefault(name, PodTermination(name, deleted_at=now if seen_deleting else None))
         exit_code = container_exit_code(pod)
         if exit_code is not None:
             record.exit_code = exit_code
         if kind == "DELETED":
             record.gone_at = now
-
-    def _ours(self, pod):
-        """The label selector, checked here too (some API emulators ignore it)."""
-        labels = pod["metadata"].get("labels") or {}
-        return all(labels.get(k) == v for k, v in self.spec.labels.items())
-
-    def _selector(self):
-        return ",".join(f"{k}={v}" for k, v in self.spec.labels.items())
 
     def _delete_deployment(self, timeout):
         """Delete the previous run's Deployment in the foreground and wait until
@@ -242,8 +248,8 @@ class KubeBackend(Backend):
             raise
 
     def _pods_left(self):
-        pods = self.core.list_namespaced_pod(self.spec.namespace, label_selector=self._selector()).items
-        return [p for p in pods if self._ours(self.api_client.sanitize_for_serialization(p))]
+        pods = self.core.list_namespaced_pod(self.spec.namespace, label_selector=label_selector(self.spec.labels))
+        return [p for p in pods.items if has_labels(p.metadata.labels, self.spec.labels)]  # checked here too
 
 
 def container_exit_code(pod):

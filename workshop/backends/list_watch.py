@@ -10,7 +10,9 @@ then watch from the list's resourceVersion, keeping the newest one seen.
 - Any other error: wait a second, list again.
 
 Objects are kept as the API's JSON (dicts), by name; `on_change(kind, obj)`
-is called for every ADDED, MODIFIED and DELETED, from the watch thread.
+is called for every ADDED, MODIFIED and DELETED, from the watch thread. A
+label selector is also checked on our side (kmock, our tests' API server,
+ignores selectors), so a watcher never holds an object its selector excludes.
 """
 
 import threading
@@ -24,13 +26,25 @@ READ_TIMEOUT_S = WATCH_TIMEOUT_S + 15
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.5, 8.0
 
 
+def has_labels(labels, wanted):
+    """True if `labels` (a dict, or None) hold every key=value of `wanted`."""
+    return all((labels or {}).get(key) == value for key, value in wanted.items())
+
+
+def label_selector(wanted):
+    return ",".join(f"{key}={value}" for key, value in wanted.items())
+
+
 class ListWatcher:
     def __init__(self, api_client, list_function, namespace, on_change=None, read_timeout_s=READ_TIMEOUT_S,
-                 **selectors):
+                 labels=None, **selectors):
         """`list_function`: the client's namespaced list call, e.g.
-        CoreV1Api(api_client).list_namespaced_pod; `selectors`: label_selector,
-        field_selector."""
+        CoreV1Api(api_client).list_namespaced_pod; `labels`: an equality label
+        selector as a dict; `selectors`: e.g. field_selector."""
         self.read_timeout_s = read_timeout_s
+        self.labels = labels or {}
+        if self.labels:
+            selectors["label_selector"] = label_selector(self.labels)
         self.api_client = api_client
         self.list_function = list_function
         self.namespace = namespace
@@ -61,7 +75,8 @@ class ListWatcher:
         listing = self.api_client.sanitize_for_serialization(
             self.list_function(self.namespace, _request_timeout=self.read_timeout_s, **self.selectors))
         with self.lock:
-            before, self.objects = self.objects, {o["metadata"]["name"]: o for o in listing["items"]}
+            before, self.objects = self.objects, {o["metadata"]["name"]: o for o in listing["items"]
+                                                  if has_labels(o["metadata"].get("labels"), self.labels)}
             self.resource_version = listing["metadata"].get("resourceVersion")
             self.relists += 1
         for name, obj in self.objects.items():
@@ -73,6 +88,8 @@ class ListWatcher:
         """One watch event, the object as the API's JSON."""
         kind, obj = event["type"], event["object"]
         metadata = obj.get("metadata", {})
+        if kind != "BOOKMARK" and not has_labels(metadata.get("labels"), self.labels):
+            return
         with self.lock:
             if kind in ("ADDED", "MODIFIED"):
                 self.objects[metadata["name"]] = obj
@@ -81,7 +98,7 @@ class ListWatcher:
             if metadata.get("resourceVersion"):
                 self.resource_version = metadata["resourceVersion"]
         self.gone_in_a_row = 0
-        if kind != "BOOKMARK":
+        if kind != "BOOKMARK" and not self._stop.is_set():
             self.on_change(kind, obj)
 
     def _run(self):

@@ -115,7 +115,11 @@ class LocalBackend(Backend):
     # -- the Backend interface --
 
     def deploy(self, stage, env=None, init_process=False, timeout=60):
+        """A fresh Deployment, as the kube backend makes one: whatever ran before is gone."""
         with self._lock:
+            for pod in self._pods.values():
+                pod.force_stop()
+            self._pods.clear()
             self.spec = load_stage(stage)
             self.replicas = self.spec.replicas
             self.template_env = dict(env or {})
@@ -151,8 +155,7 @@ class LocalBackend(Backend):
 
     def pods(self):
         with self._lock:
-            return [PodStatus(p.name, p.address, p.ready, p.deleted or p.killing is not None,
-                              p.restarts, p.metrics_address())
+            return [PodStatus(p.name, p.address, p.ready, p.deleted, p.restarts, p.metrics_address())
                     for p in self._pods.values()]
 
     def terminations(self):

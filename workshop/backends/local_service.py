@@ -27,6 +27,7 @@ thread switches) that kernel DNAT does not.
 
 import random
 import socket
+from collections import Counter
 import struct
 import threading
 import time
@@ -68,6 +69,7 @@ class Relay:
         self._on_end = on_end
         self._lock = threading.Lock()
         self._reset = False
+        self.bytes_to_pod = 0
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"service-to-{endpoint.pod}")
 
     def start(self):
@@ -88,6 +90,8 @@ class Relay:
         try:
             while data := src.recv(CHUNK):
                 dst.sendall(data)
+                if dst is self.pod:
+                    self.bytes_to_pod += len(data)
         except OSError:  # src was reset, or dst was while we wrote to it
             self.reset()
             return
@@ -127,6 +131,7 @@ class LocalService:
         self.rejected = 0  # client connections reset: no ready endpoint, or the pod refused
         self._lock = threading.Lock()
         self._relays = {}  # Relay -> None: an ordered set, oldest connection first
+        self._bytes_to_gone = Counter()  # pod -> bytes relayed to it by connections that ended
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._accept_loop, daemon=True, name=f"service-{self.address}")
 
@@ -138,6 +143,14 @@ class LocalService:
         """The pod of each connection relayed right now, oldest first."""
         with self._lock:
             return [relay.endpoint.pod for relay in self._relays]
+
+    def bytes_to_pods(self):
+        """pod -> bytes clients sent it through this Service: who did the work."""
+        with self._lock:
+            counted = Counter(self._bytes_to_gone)
+            for relay in self._relays:
+                counted[relay.endpoint.pod] += relay.bytes_to_pod
+        return counted
 
     def close(self):
         """Stop accepting, reset every relayed connection, join every thread."""
@@ -201,3 +214,4 @@ class LocalService:
     def _forget(self, relay):
         with self._lock:
             self._relays.pop(relay, None)
+            self._bytes_to_gone[relay.endpoint.pod] += relay.bytes_to_pod

@@ -62,18 +62,25 @@ class ContextRefused(RuntimeError):
     """The context's cluster cannot get our images from us: say how to fix it."""
 
 
+def current_context():
+    """The kubeconfig's current context, or None when there is no kubeconfig."""
+    from kubernetes import config
+    try:
+        _, active = config.list_kube_config_contexts(config_file=kubeconfig_file())
+    except (config.ConfigException, OSError):
+        return None
+    return active["name"]
+
+
 def choose_context(context=None, build_images=True, is_profile=is_profile):
     """The kubeconfig context to use: `context`, or the current one. A current
     context that is not a minikube profile is refused when images are to be
     built, with the command that fixes it."""
-    from kubernetes import config
     if context is not None:
         return context
-    try:
-        _, active = config.list_kube_config_contexts(config_file=kubeconfig_file())
-    except config.ConfigException as error:
-        raise ContextRefused(f"no kubeconfig context ({error}). Start a cluster with:\n  minikube start") from None
-    current = active["name"]
+    current = current_context()
+    if current is None:
+        raise ContextRefused("no kubeconfig context. Start a cluster with:\n  minikube start")
     if build_images and not is_profile(current):
         raise ContextRefused(
             f"the current kubeconfig context {current!r} is not a minikube profile, so the workshop "
