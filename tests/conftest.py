@@ -1,6 +1,15 @@
+import signal
+
 import pytest
 
 from support import EchoServer
+
+# Ctrl-C as a terminal delivers it. A shell's background job (a CI runner's,
+# say) starts with SIGINT ignored, and an ignored signal stays ignored across
+# exec: every process the tests start would then ignore the SIGINT the tests
+# send it. A handler here becomes the default action again in them.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 pytest_plugins = ["services"]  # the rsyslog and Prometheus fixtures
 
