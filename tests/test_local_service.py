@@ -218,23 +218,16 @@ def test_a_clients_fin_still_lets_the_pod_answer(service, tcp_pod):
     wait_for(lambda: service.connections() == [], timeout=5, message="the relay's end")
 
 
-def test_a_pods_reset_resets_the_client(service, tcp_pod):
+@pytest.mark.parametrize("resetting", ["pod", "client"])
+def test_a_reset_on_one_side_resets_the_other(service, tcp_pod, resetting):
     client, pod = relayed_pair(service, tcp_pod)
-    with client:
-        pod.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ZERO)
-        pod.close()
+    reset, other = (pod, client) if resetting == "pod" else (client, pod)
+    with other:
+        reset.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ZERO)
+        reset.close()
         with pytest.raises(ConnectionResetError):
-            read_to_the_end(client)
+            read_to_the_end(other)
     wait_for(lambda: service.connections() == [], timeout=5, message="the relay's end")
-
-
-def test_a_clients_reset_resets_the_pod(service, tcp_pod):
-    client, pod = relayed_pair(service, tcp_pod)
-    with pod:
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ZERO)
-        client.close()
-        with pytest.raises(ConnectionResetError):
-            read_to_the_end(pod)
 
 
 # -- close() --
