@@ -79,7 +79,7 @@ else:
 # requests per second. Stage 01 has no SIGTERM handler, and in its container Python is
 # **PID 1**: the kernel gives PID 1 no default action for SIGTERM, so it is ignored. Each
 # old pod leaves the endpoints (the endpoint-aware client stops sending to it) but keeps
-# running until the grace period — 30 s, the default — ends in SIGKILL. Nothing is lost,
+# running until the grace period — 30 s, the default — ends in SIGKILL. Next to nothing is lost,
 # but every rollout costs 30 s and three SIGKILLs.
 #
 # Run the same image under an init process (tini, dumb-init) and Python is no longer

@@ -46,7 +46,7 @@ plt.show()
 print(report.scoreboard(results))
 
 # %% [markdown]
-# Stage 03 as PID 1 loses nothing, but each old pod hangs on for the whole default grace
+# Stage 03 as PID 1 loses next to nothing, but each old pod hangs on for the whole default grace
 # period and is SIGKILLed; under an init process it dies at once and loses what was in
 # flight. Stage 04 is the same either way: it keeps serving through `preStop`, drains,
 # exits 0 within its 10 s grace period, and loses nothing.

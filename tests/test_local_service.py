@@ -104,7 +104,8 @@ def test_removing_the_endpoint_keeps_an_established_connection(pods, feed, servi
     with Client(service.address) as client:
         assert echo(client, 0)
         (pod,) = service.connections()
-        feed.publish([endpoint for name, (_, endpoint) in pods.items() if name != pod])
+        (other,) = set(pods) - {pod}
+        feed.publish(endpoints(pods, other))
         assert all(echo(client, i) for i in range(1, 21))
         assert service.connections() == [pod]
     wait_for(lambda: echoes(pods[pod][0]) == 21, timeout=5, message="21 echoes logged by the same pod")

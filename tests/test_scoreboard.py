@@ -21,6 +21,7 @@ REPLICAS = 3
 DEFAULT_GRACE_S = 30   # terminationGracePeriodSeconds when a pod sets none (01-03)
 GRACE_S_04 = 10        # what 04-05 set: preStop 3 s + drain 5 s + 2 s
 PRESTOP_S = 3
+DRAIN_TIMEOUT_S = 5    # 04-05's DRAIN_TIMEOUT_S
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,8 @@ def test_rollout_with_graceful_shutdown_loses_nothing_kills_nothing_and_is_quick
     assert r.sent >= 5000 and r.lost == 0 and r.answered == r.sent
     assert r.sigkills == 0 and max(r.pod_exit_s) <= GRACE_S_04 and r.rollout_s < DEFAULT_GRACE_S
     assert min(r.pod_exit_s) >= PRESTOP_S  # each kept serving through preStop first
+    # the naive client's pod never goes quiet: it drains until the deadline
+    assert max(r.pod_exit_s) >= PRESTOP_S + DRAIN_TIMEOUT_S
 
 
 @pytest.mark.parametrize("stage", EARLY_STAGES)

@@ -294,7 +294,6 @@ class BackgroundLoad:
 
     def __init__(self, feed, spec, service_address=None):
         self._stop = threading.Event()
-        self._started = threading.Event()
         self.started_at = None
         self.fault = None
         self._outcome = None
@@ -302,7 +301,6 @@ class BackgroundLoad:
 
         def started():
             self.started_at = time.monotonic()
-            self._started.set()
 
         def fault_sent(fault):
             self.fault = fault
@@ -312,7 +310,6 @@ class BackgroundLoad:
                 self._outcome = run_load(feed, spec, service_address, started, fault_sent, self._stop)
             except BaseException as error:  # handed to the scenario's thread by result()
                 self._error = error
-                self._started.set()
         self._thread = threading.Thread(target=run, name="load", daemon=True)
         self._thread.start()
 

@@ -19,9 +19,9 @@ import time
 from dataclasses import asdict
 
 from ..feed import Endpoint, EndpointFeed
-from .list_watch import has_labels
 from ..load_generator import FaultSent, LoadOutcome, LoadResult, LoadSpec, run_load, \
     wait_until_every_endpoint_answers
+from .list_watch import has_labels
 
 LOADGEN_IMAGE = "cloudnative-echo:loadgen"
 POLL_S = 0.5        # how often the host looks at the Job: keeps the API load to a few requests/s

@@ -118,16 +118,9 @@ def _minikube(profile, *arguments, run=subprocess.run, timeout=120):
     return run(["minikube", "-p", profile, *arguments], capture_output=True, text=True, timeout=timeout)
 
 
-def _listing(profile, run, *arguments):
-    listed = _minikube(profile, "image", "ls", *arguments, run=run)
-    if listed.returncode != 0:
-        raise RuntimeError(f"`minikube -p {profile} image ls` failed: {tail(listed.stdout, listed.stderr)}")
-    return listed.stdout
-
-
 def images_on_node(profile="minikube", run=subprocess.run):
     """Every image reference `minikube image ls` lists, normalised."""
-    return {normalise(line.strip()) for line in _listing(profile, run).splitlines() if line.strip()}
+    return set(image_ids(profile, run))
 
 
 def has_image(image, listed):
@@ -137,7 +130,10 @@ def has_image(image, listed):
 
 def image_ids(profile="minikube", run=subprocess.run):
     """Each listed image reference (normalised) -> the ID of its image."""
-    images = json.loads(_listing(profile, run, "--format", "json").strip() or "[]")
+    listed = _minikube(profile, "image", "ls", "--format", "json", run=run)
+    if listed.returncode != 0:
+        raise RuntimeError(f"`minikube -p {profile} image ls` failed: {tail(listed.stdout, listed.stderr)}")
+    images = json.loads(listed.stdout.strip() or "[]")
     return {normalise(tag): image["id"] for image in images for tag in image.get("repoTags") or []}
 
 
