@@ -43,8 +43,9 @@ notebooks: setup ## Open the workshop notebooks in Jupyter Lab
 	$(PY) -m pip install -q --disable-pip-version-check -r notebooks/requirements.txt
 	$(VENV)/bin/jupyter lab notebooks/
 
-bench: setup ## Measure what each stage costs (bench/results/)
+bench: setup ## Measure what each stage costs, and what attacks do to it (bench/results/)
 	$(PY) -m bench.run
+	$(PY) -m bench.attacks --out bench/results
 
 diff: ## Show what a stage adds: make diff FROM=03 TO=04
 	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make diff FROM=03 TO=04"; exit 2; }

@@ -42,10 +42,12 @@ print(f"backend: {backend_name}")
 
 # %% [markdown]
 # On a cluster, prepare it once: the namespace (with the *restricted* Pod Security
-# Standard enforced), the load generator's ServiceAccount and Role, a minimal Prometheus
-# (all three are `kubectl apply -k k8s`), and the images (`minikube image build`, one per
-# stage, plus the load generator). minikube exits 0 even when a build fails, so each image
-# is checked on the node, and a failed build stops here with the command that shows why.
+# Standard enforced), the load generator's ServiceAccount and Role, the NetworkPolicies
+# that let only the workshop's Jobs reach the echo pods (enforced after `minikube start
+# --cni=calico`; the default CNI ignores them), a minimal Prometheus (all four are
+# `kubectl apply -k k8s`), and the images (`minikube image build`, one per stage, plus
+# the load generator). minikube exits 0 even when a build fails, so each image is checked
+# on the node, and a failed build stops here with the command that shows why.
 #
 # Then the **doctor** checks every piece, one line each, and ends with one real echo
 # through an in-cluster Job. A `FAIL` line comes with the one command that fixes it; run

@@ -1,6 +1,7 @@
 """Helpers the tests share: start a stage as a real process, talk to it over
 real ZeroMQ on loopback, and wait for conditions with a bound on every wait."""
 
+import re
 import time
 
 import zmq
@@ -104,3 +105,12 @@ class EchoServer:
 
     def stop(self):
         self.process.kill()
+
+
+def stage_constant(stage, name):
+    """A module-level number in a stage's echo_server.py, e.g. MAX_FRAMES = 8,
+    read from the source so that a test follows the stage's own limits."""
+    match = re.search(rf"^{name} = ([0-9_ *]+?)\s*(#.*)?$", (STAGES_DIR / stage / "echo_server.py").read_text(), re.M)
+    if not match:
+        raise LookupError(f"{name} is not a plain number in {stage}/echo_server.py")
+    return eval(match.group(1), {})  # digits, underscores, spaces and * only

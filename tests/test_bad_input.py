@@ -3,12 +3,11 @@
 import socket
 
 import pytest
+import zmq
 
-from support import STAGES, Client
+from support import STAGES, Client, stage_constant
 
 pytestmark = pytest.mark.parametrize("stage", STAGES)
-
-MAX_MESSAGE_BYTES = 1024 * 1024
 
 
 def assert_still_answers(client):
@@ -45,11 +44,35 @@ def test_empty_frames_are_echoed(stage, start_server):
         assert client.echo([b"", b"", b""]) == [b"", b"", b""]
 
 
-def test_oversized_message_is_dropped_and_others_are_served(stage, start_server):
+def test_oversized_frame_is_dropped_and_others_are_served(stage, start_server):
+    limit = stage_constant(stage, "MAX_MESSAGE_BYTES")
     server = start_server(stage)
     with Client(server.endpoint) as client, Client(server.endpoint) as abuser:
-        assert abuser.echo([b"x" * (MAX_MESSAGE_BYTES + 1)], timeout_ms=500) is None
+        assert abuser.echo([b"x" * (limit + 1)], timeout_ms=500) is None
         assert_still_answers(client)
-        # A message right at the limit is still fine.
-        assert client.echo([b"y" * MAX_MESSAGE_BYTES]) == [b"y" * MAX_MESSAGE_BYTES]
+        # A message right at the limit (the identity frame counts) is still fine.
+        at_limit = [b"y" * (limit - len(b"identity"))]
+        client.socket.close()
+        client.socket = client.context.socket(zmq.DEALER)
+        client.socket.setsockopt(zmq.ROUTING_ID, b"identity")
+        client.socket.connect(server.endpoint)
+        assert client.echo(at_limit) == at_limit
+    assert server.running()
+
+
+@pytest.mark.parametrize("too_much", ["frames", "bytes"])
+def test_message_over_the_frame_or_byte_limit_is_dropped_not_echoed(stage, start_server, too_much):
+    """libzmq checks each frame's size only: the loop counts the rest. The
+    identity frame ROUTER puts first counts too."""
+    max_frames, max_bytes = stage_constant(stage, "MAX_FRAMES"), stage_constant(stage, "MAX_MESSAGE_BYTES")
+    if too_much == "frames":
+        message = [b"f"] * max_frames  # + the identity: one frame too many
+        within = [b"f"] * (max_frames - 1)
+    else:
+        message = [b"b" * (max_bytes // 2)] * 2  # each frame fits, the sum does not
+        within = [b"b" * (max_bytes // 4)] * 2
+    server = start_server(stage)
+    with Client(server.endpoint) as client:
+        assert client.echo(message, timeout_ms=500) is None
+        assert client.echo(within) == within
     assert server.running()

@@ -12,7 +12,9 @@ from kubernetes import client
 
 from fake_minikube import FakeMinikube
 from kube_cluster import NS, VERSION, api_client
-from support import ROOT, STAGES, free_port
+from manifests import of_kind
+from network_policy import Pod, admits
+from support import ROOT, STAGES, STAGES_DIR, free_port
 from workshop import doctor, notebook_setup
 from workshop.backends.cluster_job import LOADGEN_IMAGE, line
 from workshop.backends.kube import api_path
@@ -121,6 +123,12 @@ async def test_a_ready_cluster_passes_every_check(cluster):
     assert lines[0] == "ok   kubeconfig context: minikube"
     assert "3 endpoints" in lines[-1]
     assert code == 0
+    # on a cluster that enforces k8s/network-policy.yaml, its Job's pods may reach the echo port
+    (job,) = [name for name in cluster.names("batch/v1/jobs") if name.startswith("doctor-echo-")]
+    labels = dict(cluster.kmock.objects["batch/v1/jobs", NS, job]["spec"]["template"]["metadata"]["labels"])
+    (deployment,) = of_kind(render(STAGES_DIR / STAGES[0] / "k8s"), "Deployment")
+    echo = Pod(NS, dict(deployment["spec"]["template"]["metadata"]["labels"]), {"zmq": 5555})
+    assert admits(of_kind(render(ROOT / "k8s"), "NetworkPolicy"), Pod(NS, labels), echo, "zmq")
 
 
 async def test_a_namespace_without_its_pod_security_label_fails_with_apply(cluster):
@@ -225,6 +233,8 @@ async def test_notebook_00_prepares_a_cluster_that_passes_the_doctor(cluster):
     context = await asyncio.to_thread(notebook_setup.prepare_kube, "minikube", Client(configuration),
                                       progress.append)
     assert progress[0].startswith("applied: Namespace/cloudnative-echo, ")
+    assert "NetworkPolicy/default-deny-ingress" in progress[0] and "NetworkPolicy/echo" in progress[0]
+    assert not cluster.kmock.objects["networking.k8s.io/v1/networkpolicies", NS, "echo"].deleted
     assert progress[-1].startswith(f"built {LOADGEN_IMAGE} in ")
     await cluster.kmock.patch(f"/apis/apps/v1/namespaces/{NS}/deployments/prometheus", json={"status": {
         "replicas": 1, "availableReplicas": 1}})  # its controller

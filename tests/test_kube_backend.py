@@ -15,12 +15,12 @@ import pytest
 from kubernetes import client
 
 from kube_cluster import NS, VERSION, api_client
-from support import ROOT, free_port, wait_for
+from support import ROOT, STAGES, free_port, wait_for
 from workshop import notebook_setup
 from workshop.backends.cluster_job import JobLoad, line, outcome_lines, started_record
 from workshop.backends.endpointslices import EndpointSliceWatcher, ready_endpoints
 from workshop.backends.list_watch import BACKOFF_FIRST_S
-from workshop.backends.kube import RESTARTED_AT, KubeBackend
+from workshop.backends.kube import RESTARTED_AT, KubeBackend, api_path
 from workshop.load_generator import FaultSent, LoadOutcome, LoadResult, LoadSpec
 from workshop.manifests import load_stage, render
 from workshop.stages import stage_dir
@@ -233,8 +233,24 @@ async def test_setup_notebook_picks_kube_when_the_api_answers_and_prepares_it(km
     namespaced = [o for o in shared if o["kind"] != "Namespace"]
     applied = await asyncio.to_thread(notebook_setup.prepare_cluster, backend, namespaced)
     assert {"ServiceAccount/loadgen", "Role/loadgen", "RoleBinding/loadgen", "ConfigMap/prometheus",
-            "Deployment/prometheus", "Service/prometheus"} <= set(applied)
+            "Deployment/prometheus", "Service/prometheus", "NetworkPolicy/default-deny-ingress",
+            "NetworkPolicy/echo"} <= set(applied)
     assert stored(kmock, "rbac.authorization.k8s.io/v1/roles", "loadgen") is not None
+    assert stored(kmock, "networking.k8s.io/v1/networkpolicies", "echo") is not None
+
+
+def test_every_object_we_apply_goes_to_its_resources_real_path(kmock):
+    """api_path's plurals, checked against a real API server's discovery
+    (kmock's bundled copy): NetworkPolicy is networkpolicies, not ...policys."""
+    kmock.resources.load_bundled()
+    plurals = {("/".join(filter(None, (r.group, r.version))), kmock.resources[r].kind): r.plural
+               for r in kmock.resources}
+    objects = render(ROOT / "k8s") + [o for stage in STAGES for o in render(stage_dir(stage) / "k8s")]
+    assert "NetworkPolicy" in {o["kind"] for o in objects}
+    for obj in objects:
+        path, name = api_path(obj)
+        assert path.rsplit("/", 1)[1] == plurals[obj["apiVersion"], obj["kind"]], obj["kind"]
+        assert name == obj["metadata"]["name"]
 
 
 def test_setup_notebook_falls_back_to_local_when_no_cluster_answers():

@@ -134,3 +134,15 @@ def test_loadgen_role_reads_endpointslices_and_pods_only():
                for r in rule["resources"] for v in rule["verbs"]}
     assert granted == {(g, r, v) for g, r in [("discovery.k8s.io", "endpointslices"), ("", "pods")]
                        for v in ("get", "list", "watch")}
+
+
+def test_every_shared_manifest_is_in_the_kustomization():
+    """What `kubectl apply -k k8s` applies, and the tests above validate, is
+    every file in k8s/ (k8s/optional/ is applied by hand)."""
+    rendered = {(o["kind"], o["metadata"]["name"]) for o in render(ROOT / "k8s")}
+    files = [p for p in (ROOT / "k8s").rglob("*.yaml")
+             if p.name != "kustomization.yaml" and "optional" not in p.relative_to(ROOT / "k8s").parts]
+    assert ROOT / "k8s" / "network-policy.yaml" in files
+    for path in files:
+        for obj in yaml.safe_load_all(path.read_text()):
+            assert (obj["kind"], obj["metadata"]["name"]) in rendered, path.relative_to(ROOT)

@@ -44,7 +44,8 @@ def choose_backend(preference="auto", api_client=None):
 
 def prepare_cluster(backend, objects=None):
     """Apply the shared pieces (`objects`, default: k8s/ — the namespace, the
-    load generator's RBAC, Prometheus); return what was applied."""
+    load generator's RBAC, the NetworkPolicies, Prometheus); return what was
+    applied."""
     applied = []
     for obj in objects if objects is not None else render(ROOT / "k8s"):
         backend.apply(obj)

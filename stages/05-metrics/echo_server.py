@@ -5,7 +5,8 @@ to the peer that sent them. There is no exception handling on purpose: this is
 crash-only software. Kubernetes runs three replicas and restarts any that dies,
 so "crash and be restarted" is the error handling.
 
-Configuration comes only from the environment:
+Configuration comes only from the environment; a bad value stops start-up with
+one record that names it (exit code 2):
   ECHO_BIND           ZeroMQ endpoint to bind (default tcp://*:5555)
   ECHO_STARTUP_DELAY  seconds to sleep before binding: simulates slow start-up
   ECHO_FAULTS=1       obey fault-injection messages (see inject_fault)
@@ -20,29 +21,148 @@ Every log record is one JSON line on stdout, which Kubernetes collects.
 
 import json
 import os
+import resource
 import signal
 import socket
 import sys
+import threading
 import time
+from http.server import ThreadingHTTPServer
 
 import logbook
+import prometheus_client
 import zmq
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 from zmq.utils.monitor import recv_monitor_message
 
-ECHO_BIND = os.environ.get("ECHO_BIND", "tcp://*:5555")
-STARTUP_DELAY_S = float(os.environ.get("ECHO_STARTUP_DELAY", "0"))
-FAULTS_ENABLED = os.environ.get("ECHO_FAULTS") == "1"
-LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
-LOG_SYSLOG = os.environ.get("LOG_SYSLOG", "")
-DRAIN_QUIET_MS = int(os.environ.get("DRAIN_QUIET_MS", "500"))
-DRAIN_TIMEOUT_S = float(os.environ.get("DRAIN_TIMEOUT_S", "5"))
-LINGER_MS = 1000  # on close, how long queued replies may take to flush
-METRICS_PORT = int(os.environ.get("METRICS_PORT", "8000"))
+def json_record(record, handler):
+    """One record, one line: json.dumps escapes the newlines of a traceback."""
+    fields = {
+        "time": record.time.isoformat(timespec="milliseconds") + "Z",  # logbook: UTC
+        "level": record.level_name,
+        "logger": record.channel,
+        "message": record.message,
+    }
+    if record.exc_info:
+        fields["exception"] = record.formatted_exception
+    return json.dumps(fields)
 
-# libzmq drops the connection of a peer that sends a bigger frame before it is
-# ever buffered, so one client cannot exhaust the replica's memory.
-MAX_MESSAGE_BYTES = 1024 * 1024
+
+def stop_at_start(message):
+    """Before logging is set up, still log one JSON ERROR record, then exit 2."""
+    if sys.stdout is None:  # started with stdout closed: say it where we can
+        print(message, file=sys.stderr, flush=True)
+        sys.exit(2)
+    handler = logbook.StreamHandler(sys.stdout, level="ERROR")
+    handler.formatter = json_record
+    with handler.applicationbound():
+        logbook.Logger("echo").error(message)
+    sys.exit(2)
+
+
+def setting(name, default, convert, allowed):
+    """One environment variable, converted. A bad value ends the process with
+    one line naming the variable, its value and what is allowed (exit code 2,
+    as for a bad command line), not with a traceback from where it was used."""
+    text = os.environ.get(name, default)
+    try:
+        return convert(text)
+    except (ValueError, LookupError, OSError):
+        stop_at_start(f"bad setting {name}={text!r}: expected {allowed}")
+
+
+def tcp_endpoint(text):
+    """libzmq would take tcp://*:99999 and listen on another port: refuse it."""
+    scheme, _, address = text.partition("://")
+    port = address.rpartition(":")[2]
+    if scheme != "tcp" or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(text)
+    return text
+
+
+def seconds(text):
+    value = float(text)
+    if not 0 <= value < float("inf"):  # also refuses nan
+        raise ValueError(text)
+    return value
+
+
+def port(text):
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise ValueError(text)
+    return value
+
+
+def milliseconds(text):
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def switch(text):
+    if text not in ("0", "1"):
+        raise ValueError(text)
+    return text == "1"
+
+
+def log_level(text):
+    logbook.lookup_level(text.upper())  # LookupError for an unknown name
+    return text.upper()
+
+
+def syslog_address(text):
+    """HOST:PORT, resolved here once: a name resolved per record would put a
+    DNS lookup (four, with a Kubernetes search path) on the echo loop."""
+    if not text:
+        return None
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(text)
+    return socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_DGRAM)[0][4]
+
+
+ECHO_BIND = setting("ECHO_BIND", "tcp://*:5555", tcp_endpoint, "tcp://HOST:PORT with PORT 1-65535")
+STARTUP_DELAY_S = setting("ECHO_STARTUP_DELAY", "0", seconds, "seconds, 0 or more")
+FAULTS_ENABLED = setting("ECHO_FAULTS", "0", switch, "0 or 1")
+LOG_LEVEL = setting("LOG_LEVEL", "INFO", log_level, "DEBUG, INFO, NOTICE, WARNING, ERROR or CRITICAL")
+LOG_SYSLOG = setting("LOG_SYSLOG", "", syslog_address, "HOST:PORT of a syslog receiver, HOST resolvable")
+DRAIN_QUIET_MS = setting("DRAIN_QUIET_MS", "500", milliseconds, "whole milliseconds, 1 or more")
+DRAIN_TIMEOUT_S = setting("DRAIN_TIMEOUT_S", "5", seconds, "seconds, 0 or more")
+LINGER_MS = 1000  # on close, how long queued replies may take to flush
+METRICS_PORT = setting("METRICS_PORT", "8000", port, "a port, 1-65535")
+# /metrics serves Prometheus, one scrape at a time: a few connections at once
+# and a time-out per read or write, so slow or many HTTP clients cannot pile
+# up threads and memory. Those beyond are closed; Prometheus retries next time.
+METRICS_CONNECTIONS = 4
+METRICS_TIMEOUT_S = 5
+# Under a flood the socket is never empty: echo at most this many messages
+# before the loop looks at its wake-up pipe again, so SIGTERM is seen in time.
+MAX_BATCH = 100
+
+# One client must not exhaust the replica's memory. libzmq drops a peer that
+# sends a frame over MAX_MESSAGE_BYTES before buffering it (MAXMSGSIZE), and
+# queues whole messages per peer up to its high-water marks: past
+# QUEUED_REQUESTS it stops reading the peer (TCP pushes back, nothing is lost);
+# past QUEUED_REPLIES it drops replies to it. It learns of replies sent in
+# batches of half the mark, so a client may keep up to QUEUED_REPLIES / 2
+# requests unanswered; one that never reads costs no more than that. libzmq
+# has no limit on frames per message: the loop drops a message with too many
+# frames or bytes instead of echoing it.
+MAX_MESSAGE_BYTES = 1024
+MAX_FRAMES = 8  # the sender's identity, a delimiter and a few parts
+QUEUED_REQUESTS = 8
+QUEUED_REPLIES = 200
+SOCKET_BUFFER_BYTES = 8192  # the kernel's buffers per connection, each way
+# Every connection holds a file descriptor, so a cap on descriptors caps the
+# peers, and with them the memory (README: the bound). Kubernetes has no
+# setting for a container's limit and runtimes allow a million, so the process
+# lowers its own; OWN_FILES are libzmq's and stdio's. Connections beyond the
+# cap wait in the kernel's accept queue (BACKLOG) until a peer leaves.
+MAX_CONNECTIONS = 250
+OWN_FILES = 32
+BACKLOG = 4096
 
 # The logger's own level makes a disabled log.debug() nearly free; without it
 # logbook builds a full record per call only for the handlers to drop it.
@@ -64,19 +184,10 @@ DISCONNECTS = Counter(
     "echo_disconnects_total",
     "Peers gone: closed by the client, or dropped for a frame over the size limit.",
 )
-
-
-def json_record(record, handler):
-    """One record, one line: json.dumps escapes the newlines of a traceback."""
-    fields = {
-        "time": record.time.isoformat(timespec="milliseconds") + "Z",  # logbook: UTC
-        "level": record.level_name,
-        "logger": record.channel,
-        "message": record.message,
-    }
-    if record.exc_info:
-        fields["exception"] = record.formatted_exception
-    return json.dumps(fields)
+DROPPED = Counter(
+    "echo_dropped_messages_total",
+    "Messages over the frame or byte limit: read, dropped, never echoed.",
+)
 
 
 class SyslogHandler(logbook.Handler):
@@ -93,8 +204,7 @@ class SyslogHandler(logbook.Handler):
 
     def __init__(self, address, level):
         super().__init__(level=level, bubble=True)
-        host, port = address.rsplit(":", 1)
-        self.address = (host, int(port))
+        self.address = address  # (IP, port): resolved once, at start-up
         self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.hostname = socket.gethostname()
 
@@ -106,6 +216,8 @@ class SyslogHandler(logbook.Handler):
 
 def setup_logging():
     """Send every record of the whole application to stdout (and syslog)."""
+    if sys.stdout is None:  # started with stdout closed: every record would fail
+        stop_at_start("stdout is closed: the echo server logs there")
     handlers = [logbook.StreamHandler(sys.stdout, level=LOG_LEVEL, bubble=True)]
     if LOG_SYSLOG:
         handlers.append(SyslogHandler(LOG_SYSLOG, level=LOG_LEVEL))
@@ -114,12 +226,66 @@ def setup_logging():
         handler.push_application()
 
 
+def limit_connections():
+    """Lower this process's open-file limit to MAX_CONNECTIONS + OWN_FILES."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    soft = MAX_CONNECTIONS + OWN_FILES
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def bounded_router(context):
+    """A ROUTER socket with the limits above."""
+    router = context.socket(zmq.ROUTER)
+    router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+    router.setsockopt(zmq.RCVHWM, QUEUED_REQUESTS)
+    router.setsockopt(zmq.SNDHWM, QUEUED_REPLIES)
+    router.setsockopt(zmq.RCVBUF, SOCKET_BUFFER_BYTES)
+    router.setsockopt(zmq.SNDBUF, SOCKET_BUFFER_BYTES)
+    router.setsockopt(zmq.BACKLOG, BACKLOG)
+    return router
+
+
+class MetricsHandler(prometheus_client.MetricsHandler):
+    timeout = METRICS_TIMEOUT_S  # per read or write: a stalled client is cut off
+
+
+class MetricsServer(ThreadingHTTPServer):
+    """/metrics with at most METRICS_CONNECTIONS clients at once, each in its
+    own daemon thread (prometheus_client's start_http_server has no limit)."""
+
+    def __init__(self, port):
+        super().__init__(("", port), MetricsHandler)
+        self.slots = threading.BoundedSemaphore(METRICS_CONNECTIONS)
+
+    def get_request(self):
+        try:
+            return super().get_request()
+        except OSError:  # out of file descriptors: back off, do not spin
+            time.sleep(0.1)
+            raise
+
+    def process_request(self, request, client_address):
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)  # full: close it, do not queue it
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
 def inject_fault(frames):
     """Obey a fault request: [identity, (b"" from REQ,) b"__fault__", command].
 
-    Commands: crash, hang, slow:<ms>; anything else is simply echoed. Scenarios
-    use this to crash or freeze one replica on a real cluster, where a
-    container's PID 1 cannot be stopped from the inside. Off by default.
+    Commands: crash, hang, slow:<ms> (up to a minute); anything else is simply
+    echoed. Scenarios use this to crash or freeze one replica on a real
+    cluster, where a container's PID 1 cannot be stopped from the inside. Off
+    by default.
     """
     body = frames[1:]
     if body and body[0] == b"":  # REQ clients put an empty delimiter first
@@ -133,19 +299,40 @@ def inject_fault(frames):
         while True:  # a stuck replica: the process lives, the loop does not
             time.sleep(3600)
     delay_ms = command.removeprefix("slow:")
-    if command.startswith("slow:") and delay_ms.isdigit():
+    if command.startswith("slow:") and delay_ms.isdigit() and int(delay_ms) <= 60_000:
         time.sleep(int(delay_ms) / 1000)
 
 
-def echo_waiting(router):
-    """Echo every message already queued, so one poll serves a whole burst.
-    Return how many were echoed."""
-    echoed = 0
+def receive_within_limits(router):
+    """Receive one message, frame by frame. Return its frames, or None if it
+    has too many frames or bytes: then the rest is read and thrown away frame
+    by frame, so a message of a million frames never becomes a list of them.
+    Raise zmq.Again when no message waits."""
+    frames, size = [], 0
     while True:
+        frame = router.recv(zmq.NOBLOCK)  # frames after the first are already here
+        size += len(frame)
+        if frames is not None and len(frames) < MAX_FRAMES and size <= MAX_MESSAGE_BYTES:
+            frames.append(frame)
+        else:
+            frames = None
+        if not router.getsockopt(zmq.RCVMORE):
+            return frames
+
+
+def echo_waiting(router):
+    """Echo the messages already queued, up to MAX_BATCH, so one poll serves a
+    whole burst and no flood keeps the loop from its wake-up pipe. Return how
+    many were echoed."""
+    echoed = 0
+    for _ in range(MAX_BATCH):
         try:
-            frames = router.recv_multipart(zmq.NOBLOCK)
+            frames = receive_within_limits(router)
         except zmq.Again:
-            return echoed
+            break
+        if frames is None:
+            DROPPED.inc()
+            continue  # over the limits: dropped, never echoed
         log.debug("echo {} frames", len(frames))  # DEBUG only: costly per request
         started = time.perf_counter()
         if FAULTS_ENABLED:
@@ -155,6 +342,7 @@ def echo_waiting(router):
         LATENCY.observe(time.perf_counter() - started)
         REQUESTS.inc()
         echoed += 1
+    return echoed
 
 
 def signal_pipe():
@@ -174,10 +362,12 @@ def signal_pipe():
         signal.signal(signum, lambda signum, frame: None)
     return readable
 
-
 def count_peer_events(monitor):
-    """Count the monitor's events: bad peers that libzmq dropped on its own."""
-    while monitor.poll(0):
+    """Count the monitor's events: bad peers that libzmq dropped on its own.
+    At most MAX_BATCH at a time: connection churn must not hold the loop."""
+    for _ in range(MAX_BATCH):
+        if not monitor.poll(0):
+            return
         event = recv_monitor_message(monitor)["event"]
         if event == zmq.EVENT_DISCONNECTED:
             DISCONNECTS.inc()
@@ -220,13 +410,13 @@ def drain(router):
         drained += echo_waiting(router)
     return drained
 
-
 def run():
-    start_http_server(METRICS_PORT)  # /metrics, served from a daemon thread
+    limit_connections()
+    server = MetricsServer(METRICS_PORT)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     time.sleep(STARTUP_DELAY_S)
     context = zmq.Context()
-    router = context.socket(zmq.ROUTER)
-    router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+    router = bounded_router(context)
     router.bind(ECHO_BIND)
     log.info("echo server listening on {}", ECHO_BIND)
     signal_name = serve(router)
@@ -239,7 +429,6 @@ def run():
     router.close(linger=LINGER_MS)
     context.term()
     log.info("drained {} requests after {}", drained, signal_name)
-
 
 def main():
     """Still crash-only, but no crash goes unrecorded: any unhandled exception

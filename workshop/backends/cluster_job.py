@@ -27,6 +27,10 @@ LOADGEN_IMAGE = "cloudnative-echo:loadgen"
 POLL_S = 0.5        # how often the host looks at the Job: keeps the API load to a few requests/s
 LOAD_JOB_START_S = 150  # a load Job's time beyond its load: scheduling, start-up, every endpoint answering
 SAMPLES_PER_LINE = 500
+# The Job's labels, and the label its pods add: the NetworkPolicy in
+# k8s/network-policy.yaml lets pods with either into the echo port.
+LOADGEN_LABELS = {"app.kubernetes.io/name": "loadgen", "app.kubernetes.io/part-of": "cloudnative-echo"}
+CLIENT_LABEL = {"cloudnative-echo/client": "true"}
 
 # -- the log protocol: one JSON object per line --
 
@@ -96,14 +100,15 @@ def job_manifest(name, namespace, arguments, deadline_s):
     """A Job running this module with `arguments`, as the loadgen
     ServiceAccount (k8s/loadgen-rbac.yaml), in a restricted-profile pod. It
     fails after `deadline_s` whatever happens (an image that cannot be pulled,
-    a pod that stays Pending), so nobody waits for it for ever."""
-    labels = {"app.kubernetes.io/name": "loadgen", "app.kubernetes.io/part-of": "cloudnative-echo"}
+    a pod that stays Pending), so nobody waits for it for ever. Its pods
+    carry the load generator's labels and the declared client label, each
+    of which k8s/network-policy.yaml admits to the echo port."""
     return {
         "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(LOADGEN_LABELS)},
         "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 600, "activeDeadlineSeconds": int(deadline_s),
                  "template": {
-            "metadata": {"labels": labels},
+            "metadata": {"labels": {**LOADGEN_LABELS, **CLIENT_LABEL}},
             "spec": {
                 "serviceAccountName": "loadgen", "restartPolicy": "Never",
                 "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,

@@ -42,11 +42,14 @@ POLL_S = 0.5  # when something must be polled (a deletion to finish), this often
 
 def api_path(obj):
     """(the collection's path, the name) of an object, for our manifests'
-    kinds: their plural is the kind in lower case plus "s"."""
+    kinds: their plural is the kind in lower case plus "s", or "ies" for a
+    final "y" (NetworkPolicy: networkpolicies)."""
     group, _, version = obj["apiVersion"].rpartition("/")
     namespace = obj["metadata"].get("namespace")
+    kind = obj["kind"].lower()
+    plural = kind[:-1] + "ies" if kind.endswith("y") else kind + "s"
     path = (f"/apis/{group}/{version}" if group else f"/api/{version}") + (
-        f"/namespaces/{namespace}" if namespace else "") + f"/{obj['kind'].lower()}s"
+        f"/namespaces/{namespace}" if namespace else "") + f"/{plural}"
     return path, obj["metadata"]["name"]
 
 

@@ -1,0 +1,148 @@
+"""No client can take a replica down. Each attack of the issue runs against a
+stage held to its Deployment's memory limit (a cgroup, as the kubelet would
+hold it: bench/memory_limit.py) while a good client, connected before the
+attack, keeps asking for echoes. Each test asserts that the replica held: not
+OOM-killed, still running, its peak under the limit, every echo of the good
+client answered; then what the attack's row claims besides.
+
+The attacks are bench/attacks.py's, smaller: `python -m bench.attacks`
+prints the issue's table at full size. ATTACKS_STAGES_DIR=<another stages/>
+runs them against other code (an old commit's worktree)."""
+
+import pytest
+
+from bench import attacks
+from bench.memory_limit import raise_open_file_limit, stage_constant
+from workshop.stages import resolve
+
+EVERY_GUARDED_STAGE = [resolve("01"), resolve("05")]  # the first and the last
+DRAINING_STAGES = [resolve("04"), resolve("05")]
+BYTES_PER_EMPTY_FRAME = 100  # libzmq's own cost is ~64 B (a zmq_msg_t each); the loop must add next to nothing
+RUNTIME_OPEN_FILES = 1024  # a container runtime's usual soft RLIMIT_NOFILE
+EXIT_MARGIN_S = 0.5  # after the drain and the LINGER flush: closing the context, the interpreter exiting
+
+
+@pytest.fixture(scope="module", autouse=True)
+def many_sockets():
+    """The attacks hold thousands of sockets in this process."""
+    raise_open_file_limit()
+
+
+def assert_held(outcome):
+    assert not outcome.oom_killed, f"OOM-killed (peak {outcome.peak / 2**20:.0f} MiB)"
+    assert outcome.running, "the server is no longer running"
+    assert outcome.peak < outcome.limit, f"peak {outcome.peak} bytes over the limit {outcome.limit}"
+    assert outcome.good_sent > 1 and outcome.good_answered == outcome.good_sent, (
+        f"the good client got {outcome.good_answered} of {outcome.good_sent} answers")
+
+
+@pytest.mark.parametrize("stage", EVERY_GUARDED_STAGE)
+@pytest.mark.parametrize("frames_per_message, clients", [(range(8, 65), 1), ((1,), 1), ((8,), 40)],
+                         ids=["8-64 frames", "1 frame", "40 clients x 8 frames"])
+def test_megabyte_frames_never_read(stage, frames_per_message, clients):
+    """Frames far over MAX_MESSAGE_BYTES: libzmq drops the peer before it
+    buffers one, whatever the frames per message or the clients."""
+    outcome = attacks.run(attacks.big_frames, stage, frames_per_message=frames_per_message, clients=clients,
+                          seconds=1.5)
+    assert_held(outcome)
+
+
+@pytest.mark.parametrize("stage", EVERY_GUARDED_STAGE)
+def test_small_messages_never_read(stage):
+    """Replies to a peer that does not read are dropped, not queued, and the
+    server keeps reading that peer: every message of the flood gets in."""
+    messages = 50_000
+    outcome = attacks.run(attacks.small_messages, stage, messages=messages)
+    assert_held(outcome)
+    assert outcome.facts["messages sent"] == messages
+
+
+@pytest.mark.parametrize("stage", EVERY_GUARDED_STAGE)
+def test_frame_bomb_is_survived(stage):
+    """One message of 500,000 empty frames. libzmq assembles a whole message
+    before the loop sees it, so this costs memory and a stall that no setting
+    bounds; the loop must add next to nothing (frame by frame, never a list),
+    and answer again afterwards."""
+    frames = 500_000
+    outcome = attacks.run(attacks.frame_bomb, stage, frames=frames)
+    assert_held(outcome)
+    assert outcome.facts["marker echoed"], "the message after the bomb, on the same connection, was not echoed"
+    assert outcome.facts["bytes per frame"] <= BYTES_PER_EMPTY_FRAME, outcome.facts
+
+
+@pytest.mark.parametrize("stage", EVERY_GUARDED_STAGE)
+def test_idle_handshaked_peers(stage):
+    """Thousands of peers that complete the ZeroMQ handshake and say nothing:
+    only as many as the file descriptors allow ever become peers."""
+    outcome = attacks.run(attacks.idle_peers, stage, peers=6_000)
+    assert_held(outcome)
+    assert outcome.facts["handshaked"] <= peer_ceiling(stage), outcome.facts
+
+
+@pytest.mark.parametrize("stage", EVERY_GUARDED_STAGE)
+def test_raw_tcp_connections_held_open(stage):
+    outcome = attacks.run(attacks.raw_connections, stage, connections=6_000)
+    assert_held(outcome)
+
+
+@pytest.mark.parametrize("stage", EVERY_GUARDED_STAGE)
+def test_connect_disconnect_churn(stage):
+    outcome = attacks.run(attacks.churn, stage, connections=3_000)
+    assert_held(outcome)
+
+
+@pytest.mark.parametrize("stage", EVERY_GUARDED_STAGE)
+def test_at_the_connection_ceiling_the_replica_stays_ready_and_live(stage):
+    """More peers than file descriptors, with a runtime's usual open-file
+    limit: the ones over the ceiling wait in the kernel's accept queue, so a
+    fresh TCP connect (the readiness and startup probes) still completes, the
+    liveness check calls the replica alive, and the peer already connected
+    (the good client) keeps being served."""
+    connections = 2_000
+    if stage_constant(stage, "MAX_CONNECTIONS", default=None) is not None:  # the test's own sizing
+        assert peer_ceiling(stage) < connections < stage_constant(stage, "MAX_CONNECTIONS") + stage_constant(
+            stage, "BACKLOG"), "2,000 peers should be over the ceiling and within the accept queue"
+    outcome = attacks.run(attacks.connection_ceiling, stage, open_files=RUNTIME_OPEN_FILES,
+                          connections=connections)
+    assert_held(outcome)
+    assert outcome.facts["fresh TCP connect"], outcome.facts
+    assert outcome.facts.get("healthcheck exit", 0) == 0, outcome.facts  # stages with healthcheck.py
+    assert outcome.facts["handshaked"] <= peer_ceiling(stage), outcome.facts
+
+
+def peer_ceiling(stage):
+    """The most ZeroMQ peers the stage lets in: its descriptors, less its own."""
+    if stage_constant(stage, "MAX_CONNECTIONS", default=None) is None:
+        return float("inf")  # an older stage: no ceiling (the memory limit is the one that shows)
+    return stage_constant(stage, "MAX_CONNECTIONS") + stage_constant(stage, "OWN_FILES")
+
+
+@pytest.mark.parametrize("stage", [resolve("05")])
+def test_slow_metrics_clients(stage):
+    """HTTP clients that never finish their headers hold no more than the
+    metrics server's few connections (threads), the echo loop is not starved,
+    and once they are gone a scrape works."""
+    outcome = attacks.run(attacks.slow_metrics_clients, stage, clients=2_000)
+    assert_held(outcome)
+    facts = outcome.facts
+    # A stage without the bound has none to allow: its threads are one per client.
+    allowed = stage_constant(stage, "METRICS_CONNECTIONS", default=0)
+    assert facts["threads during"] <= facts["threads before"] + allowed, facts
+    assert facts["scrape after"], facts
+
+
+@pytest.mark.parametrize("stage", DRAINING_STAGES)
+def test_sigterm_under_a_flood(stage):
+    """SIGTERM while four DEALERs flood: the loop notices it between bounded
+    batches and the drain ends by DRAIN_TIMEOUT_S, flood or not; then the
+    LINGER flush. A little margin for the interpreter's exit."""
+    drain_timeout_s = 1
+    outcome = attacks.run(attacks.sigterm_under_flood, stage, env={"DRAIN_TIMEOUT_S": str(drain_timeout_s)})
+    facts = outcome.facts
+    assert not outcome.oom_killed and outcome.peak < outcome.limit
+    assert outcome.good_sent > 0 and outcome.good_answered == outcome.good_sent
+    assert facts["draining logged"], "no 'received, draining' record"
+    assert facts["exit s"] is not None, "still running long after its drain timeout"
+    assert facts["exit s"] <= drain_timeout_s + facts["linger s"] + EXIT_MARGIN_S, facts
+    assert facts["exit code"] == 0, facts
+    assert facts["flood went on"], "the flood stopped before the server exited: nothing was shown"

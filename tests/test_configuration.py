@@ -1,0 +1,164 @@
+"""Every setting is checked at start-up. A bad value ends the process at once
+with ONE line naming the variable, the value and what is allowed, exit code 2:
+never a traceback, never a server quietly listening somewhere else.
+
+Stage 01 writes that line to stderr; stages 02 on write it as their one JSON
+ERROR record on stdout, like every other record, and nothing to stderr.
+"""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from support import STAGES, STAGES_DIR, Client, free_port, stages_from
+
+# A bad value is refused before the server binds: this is plenty. A stage that
+# does not refuse it keeps running, and the test fails at this bound.
+REFUSAL_TIMEOUT_S = 10
+
+# Each setting and values it must refuse.
+BAD_SERVER_SETTINGS = {
+    "ECHO_BIND": ["tcp://*:99999", "tcp://*:0", "tcp://*:abc", "ipc:///x"],
+    "ECHO_STARTUP_DELAY": ["abc", "-1", "nan", "inf"],
+    "ECHO_FAULTS": ["yes", "2"],
+    "LOG_LEVEL": ["bogus"],
+    "LOG_SYSLOG": ["127.0.0.1:abc", "127.0.0.1", "127.0.0.1:70000",
+                   "nosuchhost.invalid:514"],  # .invalid never resolves (RFC 6761)
+    "DRAIN_QUIET_MS": ["1.5", "-1", "0", "abc"],
+    "DRAIN_TIMEOUT_S": ["abc", "-1", "nan"],
+    "METRICS_PORT": ["abc", "0", "99999"],
+}
+BAD_HEALTHCHECK_SETTINGS = {
+    "HEALTHCHECK_TIMEOUT_MS": ["abc", "0", "-1", "1.5"],
+    "ECHO_BIND": BAD_SERVER_SETTINGS["ECHO_BIND"],
+}
+
+# Values every stage that has the setting must accept, at the edges of what
+# is allowed where that is harmless (ECHO_BIND and METRICS_PORT: EchoServer
+# sets them to free ports on loopback).
+GOOD_SERVER_SETTINGS = {
+    "ECHO_STARTUP_DELAY": "0.05",
+    "ECHO_FAULTS": "1",
+    "LOG_LEVEL": "debug",  # any case
+    "DRAIN_QUIET_MS": "1",
+    "DRAIN_TIMEOUT_S": "0",
+}
+
+ALL_SETTINGS = {*BAD_SERVER_SETTINGS, *BAD_HEALTHCHECK_SETTINGS}
+
+
+def has_setting(stage, script, name):
+    """A stage has a setting when its script names it as a string literal, so
+    the cases follow the stages as they grow (a docstring mention is not enough)."""
+    return f'"{name}"' in (STAGES_DIR / stage / script).read_text()
+
+
+def bad_value_cases(script, bad_settings):
+    for stage in STAGES:
+        if not (STAGES_DIR / stage / script).is_file():
+            continue
+        for name, values in bad_settings.items():
+            if has_setting(stage, script, name):
+                for value in values:
+                    yield pytest.param(stage, name, value, id=f"{stage}-{name}={value}")
+
+
+def run_with(stage, script, settings, command=None):
+    """Run `script` in the stage's folder with only `settings` (and nothing the
+    test runner's own environment may hold) and wait for it to end."""
+    env = {k: v for k, v in os.environ.items() if k not in ALL_SETTINGS}
+    env.update(settings)
+    try:
+        return subprocess.run(command or [sys.executable, script], cwd=STAGES_DIR / stage, env=env,
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=REFUSAL_TIMEOUT_S)
+    except subprocess.TimeoutExpired as running:
+        output = [(text or b"").decode(errors="replace") for text in (running.stdout, running.stderr)]
+        pytest.fail(f"{stage}/{script} with {settings} still ran after {REFUSAL_TIMEOUT_S} s\n"
+                    f"stdout: {output[0]!r}\nstderr: {output[1]!r}")
+
+
+def harmless_server_settings(stage):
+    """Good values for what a server needs to start, so a stage that does not
+    refuse the bad value binds a free loopback port, not *:5555 or :8000."""
+    settings = {"ECHO_BIND": f"tcp://127.0.0.1:{free_port()}"}
+    if has_setting(stage, "echo_server.py", "METRICS_PORT"):
+        settings["METRICS_PORT"] = str(free_port())
+    return settings
+
+
+def assert_one_line_refusal(line, name, value):
+    expected = re.escape(f"bad setting {name}={value!r}: expected ") + r"\S.*"
+    assert re.fullmatch(expected, line), f"not a refusal naming {name} and {value!r}: {line!r}"
+
+
+def outcome(result):
+    return f"exit code {result.returncode}\nstdout: {result.stdout!r}\nstderr: {result.stderr!r}"
+
+
+@pytest.mark.parametrize("stage, name, value", bad_value_cases("echo_server.py", BAD_SERVER_SETTINGS))
+def test_server_refuses_a_bad_value_in_one_line(stage, name, value):
+    result = run_with(stage, "echo_server.py", {**harmless_server_settings(stage), name: value})
+    assert result.returncode == 2, outcome(result)
+    assert "Traceback" not in result.stdout + result.stderr, outcome(result)
+    if stage in stages_from("02"):
+        assert result.stderr == "", outcome(result)
+        lines = result.stdout.splitlines()
+        assert len(lines) == 1, outcome(result)
+        record = json.loads(lines[0])
+        assert {"time", "level", "logger", "message"} <= set(record)
+        assert record["level"] == "ERROR"
+        assert_one_line_refusal(record["message"], name, value)
+    else:
+        assert result.stdout == "", outcome(result)
+        assert result.stderr.endswith("\n") and result.stderr.count("\n") == 1, outcome(result)
+        assert_one_line_refusal(result.stderr.rstrip("\n"), name, value)
+
+
+@pytest.mark.parametrize("stage, name, value", bad_value_cases("healthcheck.py", BAD_HEALTHCHECK_SETTINGS))
+def test_healthcheck_refuses_a_bad_value_in_one_line(stage, name, value):
+    """Exit code 2, not the probe's 1 for 'unhealthy': a misconfigured probe is
+    not a sick replica, and its one line says which setting is wrong."""
+    settings = {"ECHO_BIND": f"tcp://127.0.0.1:{free_port()}", "HEALTHCHECK_TIMEOUT_MS": "200"}
+    result = run_with(stage, "healthcheck.py", {**settings, name: value})
+    assert result.returncode == 2, outcome(result)
+    assert result.stdout == "", outcome(result)
+    assert "Traceback" not in result.stderr, outcome(result)
+    assert result.stderr.endswith("\n") and result.stderr.count("\n") == 1, outcome(result)
+    assert_one_line_refusal(result.stderr.rstrip("\n"), name, value)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_server_accepts_good_values_of_every_setting_it_has(stage, start_server):
+    settings = {name: value for name, value in GOOD_SERVER_SETTINGS.items()
+                if has_setting(stage, "echo_server.py", name)}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as syslog_receiver:
+        if has_setting(stage, "echo_server.py", "LOG_SYSLOG"):
+            syslog_receiver.bind(("127.0.0.1", 0))
+            # A name, not an address: it is resolved once at start-up.
+            settings["LOG_SYSLOG"] = f"localhost:{syslog_receiver.getsockname()[1]}"
+        server = start_server(stage, **settings)  # fails with the output if it exits instead
+        with Client(server.endpoint) as client:
+            assert client.echo([b"configured"]) == [b"configured"]
+        if "LOG_SYSLOG" in settings:
+            syslog_receiver.settimeout(5)
+            assert b"listening" in syslog_receiver.recv(65536)  # the first record arrived
+    assert server.running()
+
+
+@pytest.mark.parametrize("stage", stages_from("02"))
+def test_closed_stdout_is_one_line_on_stderr(stage):
+    """Started with fd 1 closed, a stage that logs to stdout cannot log at all.
+    It says so once on stderr and exits 2, instead of a traceback per record
+    (or writing records into whatever file next gets descriptor 1)."""
+    close_stdout_then_run = ["sh", "-c", 'exec "$0" echo_server.py >&-', sys.executable]
+    result = run_with(stage, "echo_server.py", harmless_server_settings(stage), close_stdout_then_run)
+    assert result.returncode == 2, outcome(result)
+    assert "Traceback" not in result.stderr, outcome(result)
+    assert result.stderr.endswith("\n") and result.stderr.count("\n") == 1, outcome(result)
+    assert "stdout" in result.stderr, outcome(result)
