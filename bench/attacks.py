@@ -12,10 +12,12 @@ the same attacks, smaller, and asserts what the table shows.
 """
 
 import argparse
+import json
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python bench/attacks.py`: import as the package
@@ -27,6 +29,23 @@ from bench.memory_limit import ContainedServer, raise_open_file_limit, stage_con
 
 MB = 1e6
 SMALL_MESSAGE_BYTES = 64
+# libzmq's own costs, for the bound in stage 01's README (measured: ~27 kB per
+# idle peer, ~64 B per empty frame, ~240 B per 140-byte frame).
+ZMQ_BYTES_PER_CONNECTION = 32 * 1024  # pipes, encoder and decoder buffers
+ZMQ_BYTES_PER_FRAME = 128  # a zmq_msg_t, and the heap block of a frame over 33 bytes
+
+
+def per_peer_bound(stage):
+    """The most one peer can make the server hold (stage 01's README): its
+    connection, and both queues full of the biggest messages the loop echoes."""
+    queued = stage_constant(stage, "QUEUED_REQUESTS") + stage_constant(stage, "QUEUED_REPLIES")
+    message = stage_constant(stage, "MAX_MESSAGE_BYTES") + stage_constant(stage, "MAX_FRAMES") * ZMQ_BYTES_PER_FRAME
+    return ZMQ_BYTES_PER_CONNECTION + queued * message
+
+
+def worst_case_bytes(stage, baseline):
+    """Every peer the ceiling lets in at its worst, on top of the interpreter."""
+    return baseline + stage_constant(stage, "MAX_CONNECTIONS") * per_peer_bound(stage)
 
 
 @dataclass
@@ -91,6 +110,22 @@ def small_messages(server, good, messages=200_000, seconds=30):
     with Flood(server.endpoint, 1, (1,), SMALL_MESSAGE_BYTES, messages=messages) as flood:
         until(lambda: flood.done() or not server.running(), seconds, interval_s=0.05)
         return {"messages sent": flood.sent}
+
+
+def full_queues(server, good, peers=100, seconds=3):
+    """Peers that never read, each sending the costliest message the loop
+    still echoes (MAX_FRAMES frames of over 33 bytes, MAX_MESSAGE_BYTES in
+    all): each fills both its queues. What one such peer costs is the figure
+    the memory bound of stage 01's README rests on."""
+    frames = stage_constant(server.stage, "MAX_FRAMES", default=8) - 1  # ROUTER adds the identity
+    frame_bytes = (stage_constant(server.stage, "MAX_MESSAGE_BYTES", default=1024) - 5) // frames
+    baseline = server.rss_bytes()
+    with Flood(server.endpoint, peers, (frames,), frame_bytes) as flood:
+        stop_when_dead(server, seconds)
+        sent = flood.sent
+    peak = server.status().get("VmHWM", 0) * 1024
+    return {"messages sent": sent, "baseline": baseline,
+            "bytes per peer": round((peak - baseline) / peers) if peak else None}
 
 
 def frame_bomb(server, good, frames=1_000_000, seconds=60):
@@ -195,14 +230,25 @@ def sigterm_under_flood(server, good, clients=4, flood_s=0.5):
         time.sleep(flood_s)  # the attack's duration: flooding before the signal
         sent_before = flood.sent
         server.status()  # its VmHWM so far: once it has exited there is none to read
-        signalled = time.monotonic()
+        signalled, signalled_at = time.monotonic(), time.time()
         server.send_signal(signal.SIGTERM)
         exited = until(lambda: not server.running(), drain_timeout_s + linger_s + 5, interval_s=0.01)
         exit_s = time.monotonic() - signalled
         flood_went_on = flood.sent > sent_before and not flood.done()
+    noticed_at = record_time(server.output(), "received, draining")
     return {"exit s": round(exit_s, 2) if exited else None, "exit code": server.exit_code(),
-            "draining logged": "received, draining" in server.output(), "flood went on": flood_went_on,
+            "draining logged": noticed_at is not None, "flood went on": flood_went_on,
+            "noticed after ms": round((noticed_at - signalled_at) * 1000) if noticed_at else None,
             "drain timeout s": drain_timeout_s, "linger s": linger_s}
+
+
+def record_time(output, text):
+    """The time (epoch seconds) of the first JSON log record containing `text`."""
+    for line in output.splitlines():
+        if text in line:
+            stamp = json.loads(line)["time"].removesuffix("Z")
+            return datetime.fromisoformat(stamp).replace(tzinfo=timezone.utc).timestamp()
+    return None
 
 
 # --- the table ---
@@ -212,6 +258,7 @@ ROWS = [  # the issue's rows: (label, attack, stages, options)
     ("single 1,000,000-byte frames, never reading", big_frames, None, {"frames_per_message": (1,)}),
     ("40 such clients, 8 frames each", big_frames, None, {"frames_per_message": (8,), "clients": 40}),
     ("200,000 small messages, never reading", small_messages, None, {}),
+    ("100 peers never reading, the costliest messages echoed", full_queues, None, {}),
     ("one message of 1,000,000 empty frames", frame_bomb, None, {}),
     ("10,000 idle peers that completed the ZeroMQ handshake", idle_peers, None, {}),
     ("10,000 raw TCP connections held open", raw_connections, None, {}),

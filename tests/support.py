@@ -1,11 +1,11 @@
 """Helpers the tests share: start a stage as a real process, talk to it over
 real ZeroMQ on loopback, and wait for conditions with a bound on every wait."""
 
-import re
 import time
 
 import zmq
 
+from bench.memory_limit import stage_constant  # noqa: F401  (for the tests)
 from workshop.process import ServerProcess, free_port  # noqa: F401  (free_port: for the tests)
 from workshop.stages import ROOT, STAGES_DIR, all_stages  # noqa: F401  (ROOT, STAGES_DIR: for the tests)
 
@@ -106,11 +106,3 @@ class EchoServer:
     def stop(self):
         self.process.kill()
 
-
-def stage_constant(stage, name):
-    """A module-level number in a stage's echo_server.py, e.g. MAX_FRAMES = 8,
-    read from the source so that a test follows the stage's own limits."""
-    match = re.search(rf"^{name} = ([0-9_ *]+?)\s*(#.*)?$", (STAGES_DIR / stage / "echo_server.py").read_text(), re.M)
-    if not match:
-        raise LookupError(f"{name} is not a plain number in {stage}/echo_server.py")
-    return eval(match.group(1), {})  # digits, underscores, spaces and * only

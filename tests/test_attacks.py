@@ -58,6 +58,19 @@ def test_small_messages_never_read(stage):
 
 
 @pytest.mark.parametrize("stage", EVERY_GUARDED_STAGE)
+def test_peers_that_never_read_cost_no_more_than_the_bound(stage):
+    """The memory bound of stage 01's README, measured: a peer that never
+    reads and sends the costliest message the loop still echoes costs at most
+    per_peer_bound(); and the ceiling's worth of such peers, on top of the
+    interpreter, fits under the Deployment's limit."""
+    peers = 60
+    outcome = attacks.run(attacks.full_queues, stage, peers=peers)
+    assert_held(outcome)
+    assert outcome.facts["bytes per peer"] <= attacks.per_peer_bound(stage), outcome.facts
+    assert attacks.worst_case_bytes(stage, outcome.facts["baseline"]) < outcome.limit
+
+
+@pytest.mark.parametrize("stage", EVERY_GUARDED_STAGE)
 def test_frame_bomb_is_survived(stage):
     """One message of 500,000 empty frames. libzmq assembles a whole message
     before the loop sees it, so this costs memory and a stall that no setting
@@ -81,8 +94,16 @@ def test_idle_handshaked_peers(stage):
 
 @pytest.mark.parametrize("stage", EVERY_GUARDED_STAGE)
 def test_raw_tcp_connections_held_open(stage):
-    outcome = attacks.run(attacks.raw_connections, stage, connections=6_000)
+    """More silent connections than the ceiling and the accept queue hold:
+    new SYNs go unanswered (readiness fails: no new clients for this replica),
+    but liveness calls it alive, so it is not restarted and the peers it has
+    keep being served."""
+    connections = 6_000
+    if stage_constant(stage, "MAX_CONNECTIONS", default=None) is not None:  # the test's own sizing
+        assert connections > peer_ceiling(stage) + stage_constant(stage, "BACKLOG")
+    outcome = attacks.run(attacks.raw_connections, stage, connections=connections)
     assert_held(outcome)
+    assert outcome.facts.get("healthcheck exit", 0) == 0, outcome.facts
 
 
 @pytest.mark.parametrize("stage", EVERY_GUARDED_STAGE)
