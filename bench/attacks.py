@@ -258,8 +258,9 @@ ROWS = [  # the issue's rows: (label, attack, stages, options)
     ("single 1,000,000-byte frames, never reading", big_frames, None, {"frames_per_message": (1,)}),
     ("40 such clients, 8 frames each", big_frames, None, {"frames_per_message": (8,), "clients": 40}),
     ("200,000 small messages, never reading", small_messages, None, {}),
-    ("100 peers never reading, the costliest messages echoed", full_queues, None, {}),
+    ("250 peers (the ceiling) never reading, the costliest messages echoed", full_queues, None, {"peers": 250}),
     ("one message of 1,000,000 empty frames", frame_bomb, None, {}),
+    ("one message of 3,000,000 empty frames: libzmq's residual", frame_bomb, None, {"frames": 3_000_000}),
     ("10,000 idle peers that completed the ZeroMQ handshake", idle_peers, None, {}),
     ("10,000 raw TCP connections held open", raw_connections, None, {}),
     ("10,000 connect/disconnect churn", churn, None, {}),
@@ -271,7 +272,7 @@ ROWS = [  # the issue's rows: (label, attack, stages, options)
 
 QUICK = {  # --quick: the test suite's sizes
     "big_frames": {"seconds": 1.5}, "small_messages": {"messages": 50_000},
-    "frame_bomb": {"frames": 500_000}, "idle_peers": {"peers": 6_000},
+    "full_queues": {"peers": 60}, "frame_bomb": {"frames": 500_000}, "idle_peers": {"peers": 6_000},
     "raw_connections": {"connections": 6_000}, "churn": {"connections": 3_000},
 }
 
