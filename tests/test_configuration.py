@@ -22,20 +22,23 @@ from support import STAGES, STAGES_DIR, Client, free_port, stages_from
 REFUSAL_TIMEOUT_S = 10
 
 # Each setting and values it must refuse.
+BAD_ENDPOINTS = ["tcp://*:99999", "tcp://*:0", "tcp://*:abc", "tcp://*:+80", "ipc:///x"]
 BAD_SERVER_SETTINGS = {
-    "ECHO_BIND": ["tcp://*:99999", "tcp://*:0", "tcp://*:abc", "ipc:///x"],
-    "ECHO_STARTUP_DELAY": ["abc", "-1", "nan", "inf"],
+    # ...and two that only binding can tell: an address that is not this
+    # machine's (TEST-NET-1, never routed), and a name that does not resolve.
+    "ECHO_BIND": [*BAD_ENDPOINTS, "tcp://192.0.2.1:5555", "tcp://host.invalid:5555"],
+    "ECHO_STARTUP_DELAY": ["abc", "-1", "nan", "inf", "1e10", "+1", " 1", "1_0", "3601"],
     "ECHO_FAULTS": ["yes", "2"],
     "LOG_LEVEL": ["bogus"],
     "LOG_SYSLOG": ["127.0.0.1:abc", "127.0.0.1", "127.0.0.1:70000",
                    "nosuchhost.invalid:514"],  # .invalid never resolves (RFC 6761)
-    "DRAIN_QUIET_MS": ["1.5", "-1", "0", "abc"],
-    "DRAIN_TIMEOUT_S": ["abc", "-1", "nan"],
-    "METRICS_PORT": ["abc", "0", "99999"],
+    "DRAIN_QUIET_MS": ["1.5", "-1", "0", "abc", "+5", "3600001"],
+    "DRAIN_TIMEOUT_S": ["abc", "-1", "nan", "1e10"],
+    "METRICS_PORT": ["abc", "0", "99999", "+80"],
 }
 BAD_HEALTHCHECK_SETTINGS = {
     "HEALTHCHECK_TIMEOUT_MS": ["abc", "0", "-1", "1.5"],
-    "ECHO_BIND": BAD_SERVER_SETTINGS["ECHO_BIND"],
+    "ECHO_BIND": BAD_ENDPOINTS,
 }
 
 # Values every stage that has the setting must accept, at the edges of what

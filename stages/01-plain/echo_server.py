@@ -20,6 +20,12 @@ import time
 import zmq
 
 
+def stop_at_start(message):
+    """Say what is wrong in one line and exit with code 2, as for a bad command line."""
+    print(message, file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
 def setting(name, default, convert, allowed):
     """One environment variable, converted. A bad value ends the process with
     one line naming the variable, its value and what is allowed (exit code 2,
@@ -28,24 +34,30 @@ def setting(name, default, convert, allowed):
     try:
         return convert(text)
     except ValueError:
-        print(f"bad setting {name}={text!r}: expected {allowed}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        stop_at_start(f"bad setting {name}={text!r}: expected {allowed}")
+
+
+def whole_number(text, low, high):
+    """Digits only (int() would also take " +5_00"), from low to high."""
+    if not (text.isascii() and text.isdigit() and low <= int(text) <= high):
+        raise ValueError(text)
+    return int(text)
 
 
 def tcp_endpoint(text):
     """libzmq would take tcp://*:99999 and listen on another port: refuse it."""
     scheme, _, address = text.partition("://")
-    port = address.rpartition(":")[2]
-    if scheme != "tcp" or not port.isdigit() or not 1 <= int(port) <= 65535:
+    if scheme != "tcp":
         raise ValueError(text)
+    whole_number(address.rpartition(":")[2], 1, 65535)
     return text
 
 
 def seconds(text):
-    value = float(text)
-    if not 0 <= value < float("inf"):  # also refuses nan
+    """A plain decimal, up to an hour: no sign, exponent, nan or inf."""
+    if not (text.isascii() and text.replace(".", "", 1).isdigit() and float(text) <= 3600):
         raise ValueError(text)
-    return value
+    return float(text)
 
 
 def switch(text):
@@ -55,7 +67,7 @@ def switch(text):
 
 
 ECHO_BIND = setting("ECHO_BIND", "tcp://*:5555", tcp_endpoint, "tcp://HOST:PORT with PORT 1-65535")
-STARTUP_DELAY_S = setting("ECHO_STARTUP_DELAY", "0", seconds, "seconds, 0 or more")
+STARTUP_DELAY_S = setting("ECHO_STARTUP_DELAY", "0", seconds, "seconds, 0 to 3600")
 FAULTS_ENABLED = setting("ECHO_FAULTS", "0", switch, "0 or 1")
 
 # One client must not exhaust the replica's memory. libzmq drops a peer that
@@ -83,7 +95,8 @@ BACKLOG = 4096
 
 
 def limit_connections():
-    """Lower this process's open-file limit to MAX_CONNECTIONS + OWN_FILES."""
+    """Lower this process's open-file limit to MAX_CONNECTIONS + OWN_FILES
+    (it holds 12 to 17 itself: the bound in the README counts all 282)."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     soft = MAX_CONNECTIONS + OWN_FILES
     if hard != resource.RLIM_INFINITY:
@@ -128,20 +141,20 @@ def inject_fault(frames):
 
 
 def receive_within_limits(router):
-    """Receive one message, frame by frame. Return its frames, or None if it
-    has too many frames or bytes: then the rest is read and thrown away frame
-    by frame, so a message of a million frames never becomes a list of them.
-    Raise zmq.Again when no message waits."""
-    frames, size = [], 0
-    while True:
-        frame = router.recv(zmq.NOBLOCK)  # frames after the first are already here
+    """Receive one message, frame by frame. Return its frames, or None if the
+    client sent more than MAX_FRAMES frames or MAX_MESSAGE_BYTES bytes: then
+    the rest is read and thrown away frame by frame, so a message of a million
+    frames never becomes a list of them. Raise zmq.Again when none waits."""
+    frames = [router.recv(zmq.NOBLOCK)]  # the sender's identity, put first by ROUTER
+    size = 0
+    while router.getsockopt(zmq.RCVMORE):  # the rest of a message is already here
+        frame = router.recv()
         size += len(frame)
-        if frames is not None and len(frames) < MAX_FRAMES and size <= MAX_MESSAGE_BYTES:
+        if frames is not None and len(frames) <= MAX_FRAMES and size <= MAX_MESSAGE_BYTES:
             frames.append(frame)
         else:
             frames = None
-        if not router.getsockopt(zmq.RCVMORE):
-            return frames
+    return frames
 
 
 def echo_waiting(router):
@@ -172,7 +185,10 @@ def main():
     time.sleep(STARTUP_DELAY_S)
     context = zmq.Context()
     router = bounded_router(context)
-    router.bind(ECHO_BIND)
+    try:
+        router.bind(ECHO_BIND)
+    except zmq.ZMQError as error:  # a host that is none of ours, say
+        stop_at_start(f"bad setting ECHO_BIND={ECHO_BIND!r}: expected an address of this host ({error})")
     print(f"echo server listening on {ECHO_BIND}", flush=True)
     serve(router)
 

@@ -62,20 +62,27 @@ def setting(name, default, convert, allowed):
         stop_at_start(f"bad setting {name}={text!r}: expected {allowed}")
 
 
+def whole_number(text, low, high):
+    """Digits only (int() would also take " +5_00"), from low to high."""
+    if not (text.isascii() and text.isdigit() and low <= int(text) <= high):
+        raise ValueError(text)
+    return int(text)
+
+
 def tcp_endpoint(text):
     """libzmq would take tcp://*:99999 and listen on another port: refuse it."""
     scheme, _, address = text.partition("://")
-    port = address.rpartition(":")[2]
-    if scheme != "tcp" or not port.isdigit() or not 1 <= int(port) <= 65535:
+    if scheme != "tcp":
         raise ValueError(text)
+    whole_number(address.rpartition(":")[2], 1, 65535)
     return text
 
 
 def seconds(text):
-    value = float(text)
-    if not 0 <= value < float("inf"):  # also refuses nan
+    """A plain decimal, up to an hour: no sign, exponent, nan or inf."""
+    if not (text.isascii() and text.replace(".", "", 1).isdigit() and float(text) <= 3600):
         raise ValueError(text)
-    return value
+    return float(text)
 
 
 def switch(text):
@@ -95,13 +102,13 @@ def syslog_address(text):
     if not text:
         return None
     host, _, port = text.rpartition(":")
-    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not host:
         raise ValueError(text)
-    return socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_DGRAM)[0][4]
+    return socket.getaddrinfo(host, whole_number(port, 1, 65535), socket.AF_INET, socket.SOCK_DGRAM)[0][4]
 
 
 ECHO_BIND = setting("ECHO_BIND", "tcp://*:5555", tcp_endpoint, "tcp://HOST:PORT with PORT 1-65535")
-STARTUP_DELAY_S = setting("ECHO_STARTUP_DELAY", "0", seconds, "seconds, 0 or more")
+STARTUP_DELAY_S = setting("ECHO_STARTUP_DELAY", "0", seconds, "seconds, 0 to 3600")
 FAULTS_ENABLED = setting("ECHO_FAULTS", "0", switch, "0 or 1")
 LOG_LEVEL = setting("LOG_LEVEL", "INFO", log_level, "DEBUG, INFO, NOTICE, WARNING, ERROR or CRITICAL")
 LOG_SYSLOG = setting("LOG_SYSLOG", "", syslog_address, "HOST:PORT of a syslog receiver, HOST resolvable")
@@ -171,7 +178,8 @@ def setup_logging():
 
 
 def limit_connections():
-    """Lower this process's open-file limit to MAX_CONNECTIONS + OWN_FILES."""
+    """Lower this process's open-file limit to MAX_CONNECTIONS + OWN_FILES
+    (it holds 12 to 17 itself: the bound in the README counts all 282)."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     soft = MAX_CONNECTIONS + OWN_FILES
     if hard != resource.RLIM_INFINITY:
@@ -216,20 +224,20 @@ def inject_fault(frames):
 
 
 def receive_within_limits(router):
-    """Receive one message, frame by frame. Return its frames, or None if it
-    has too many frames or bytes: then the rest is read and thrown away frame
-    by frame, so a message of a million frames never becomes a list of them.
-    Raise zmq.Again when no message waits."""
-    frames, size = [], 0
-    while True:
-        frame = router.recv(zmq.NOBLOCK)  # frames after the first are already here
+    """Receive one message, frame by frame. Return its frames, or None if the
+    client sent more than MAX_FRAMES frames or MAX_MESSAGE_BYTES bytes: then
+    the rest is read and thrown away frame by frame, so a message of a million
+    frames never becomes a list of them. Raise zmq.Again when none waits."""
+    frames = [router.recv(zmq.NOBLOCK)]  # the sender's identity, put first by ROUTER
+    size = 0
+    while router.getsockopt(zmq.RCVMORE):  # the rest of a message is already here
+        frame = router.recv()
         size += len(frame)
-        if frames is not None and len(frames) < MAX_FRAMES and size <= MAX_MESSAGE_BYTES:
+        if frames is not None and len(frames) <= MAX_FRAMES and size <= MAX_MESSAGE_BYTES:
             frames.append(frame)
         else:
             frames = None
-        if not router.getsockopt(zmq.RCVMORE):
-            return frames
+    return frames
 
 
 def echo_waiting(router):
@@ -260,7 +268,10 @@ def run():
     time.sleep(STARTUP_DELAY_S)
     context = zmq.Context()
     router = bounded_router(context)
-    router.bind(ECHO_BIND)
+    try:
+        router.bind(ECHO_BIND)
+    except zmq.ZMQError as error:  # a host that is none of ours, say
+        stop_at_start(f"bad setting ECHO_BIND={ECHO_BIND!r}: expected an address of this host ({error})")
     log.info("echo server listening on {}", ECHO_BIND)
     serve(router)
 

@@ -29,6 +29,7 @@ import time
 import logbook
 import zmq
 
+
 def json_record(record, handler):
     """One record, one line: json.dumps escapes the newlines of a traceback."""
     fields = {
@@ -65,27 +66,31 @@ def setting(name, default, convert, allowed):
         stop_at_start(f"bad setting {name}={text!r}: expected {allowed}")
 
 
+def whole_number(text, low, high):
+    """Digits only (int() would also take " +5_00"), from low to high."""
+    if not (text.isascii() and text.isdigit() and low <= int(text) <= high):
+        raise ValueError(text)
+    return int(text)
+
+
 def tcp_endpoint(text):
     """libzmq would take tcp://*:99999 and listen on another port: refuse it."""
     scheme, _, address = text.partition("://")
-    port = address.rpartition(":")[2]
-    if scheme != "tcp" or not port.isdigit() or not 1 <= int(port) <= 65535:
+    if scheme != "tcp":
         raise ValueError(text)
+    whole_number(address.rpartition(":")[2], 1, 65535)
     return text
 
 
 def seconds(text):
-    value = float(text)
-    if not 0 <= value < float("inf"):  # also refuses nan
+    """A plain decimal, up to an hour: no sign, exponent, nan or inf."""
+    if not (text.isascii() and text.replace(".", "", 1).isdigit() and float(text) <= 3600):
         raise ValueError(text)
-    return value
+    return float(text)
 
 
 def milliseconds(text):
-    value = int(text)
-    if value < 1:
-        raise ValueError(text)
-    return value
+    return whole_number(text, 1, 3_600_000)
 
 
 def switch(text):
@@ -105,18 +110,18 @@ def syslog_address(text):
     if not text:
         return None
     host, _, port = text.rpartition(":")
-    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not host:
         raise ValueError(text)
-    return socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_DGRAM)[0][4]
+    return socket.getaddrinfo(host, whole_number(port, 1, 65535), socket.AF_INET, socket.SOCK_DGRAM)[0][4]
 
 
 ECHO_BIND = setting("ECHO_BIND", "tcp://*:5555", tcp_endpoint, "tcp://HOST:PORT with PORT 1-65535")
-STARTUP_DELAY_S = setting("ECHO_STARTUP_DELAY", "0", seconds, "seconds, 0 or more")
+STARTUP_DELAY_S = setting("ECHO_STARTUP_DELAY", "0", seconds, "seconds, 0 to 3600")
 FAULTS_ENABLED = setting("ECHO_FAULTS", "0", switch, "0 or 1")
 LOG_LEVEL = setting("LOG_LEVEL", "INFO", log_level, "DEBUG, INFO, NOTICE, WARNING, ERROR or CRITICAL")
 LOG_SYSLOG = setting("LOG_SYSLOG", "", syslog_address, "HOST:PORT of a syslog receiver, HOST resolvable")
-DRAIN_QUIET_MS = setting("DRAIN_QUIET_MS", "500", milliseconds, "whole milliseconds, 1 or more")
-DRAIN_TIMEOUT_S = setting("DRAIN_TIMEOUT_S", "5", seconds, "seconds, 0 or more")
+DRAIN_QUIET_MS = setting("DRAIN_QUIET_MS", "500", milliseconds, "whole milliseconds, 1 to 3600000")
+DRAIN_TIMEOUT_S = setting("DRAIN_TIMEOUT_S", "5", seconds, "seconds, 0 to 3600")
 LINGER_MS = 1000  # on close, how long queued replies may take to flush
 # Under a flood the socket is never empty: echo at most this many messages
 # before the loop looks at its wake-up pipe again, so SIGTERM is seen in time.
@@ -187,7 +192,8 @@ def setup_logging():
 
 
 def limit_connections():
-    """Lower this process's open-file limit to MAX_CONNECTIONS + OWN_FILES."""
+    """Lower this process's open-file limit to MAX_CONNECTIONS + OWN_FILES
+    (it holds 12 to 17 itself: the bound in the README counts all 282)."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     soft = MAX_CONNECTIONS + OWN_FILES
     if hard != resource.RLIM_INFINITY:
@@ -232,20 +238,20 @@ def inject_fault(frames):
 
 
 def receive_within_limits(router):
-    """Receive one message, frame by frame. Return its frames, or None if it
-    has too many frames or bytes: then the rest is read and thrown away frame
-    by frame, so a message of a million frames never becomes a list of them.
-    Raise zmq.Again when no message waits."""
-    frames, size = [], 0
-    while True:
-        frame = router.recv(zmq.NOBLOCK)  # frames after the first are already here
+    """Receive one message, frame by frame. Return its frames, or None if the
+    client sent more than MAX_FRAMES frames or MAX_MESSAGE_BYTES bytes: then
+    the rest is read and thrown away frame by frame, so a message of a million
+    frames never becomes a list of them. Raise zmq.Again when none waits."""
+    frames = [router.recv(zmq.NOBLOCK)]  # the sender's identity, put first by ROUTER
+    size = 0
+    while router.getsockopt(zmq.RCVMORE):  # the rest of a message is already here
+        frame = router.recv()
         size += len(frame)
-        if frames is not None and len(frames) < MAX_FRAMES and size <= MAX_MESSAGE_BYTES:
+        if frames is not None and len(frames) <= MAX_FRAMES and size <= MAX_MESSAGE_BYTES:
             frames.append(frame)
         else:
             frames = None
-        if not router.getsockopt(zmq.RCVMORE):
-            return frames
+    return frames
 
 
 def echo_waiting(router):
@@ -287,9 +293,8 @@ def signal_pipe():
     return readable
 
 
-def serve(router):
+def serve(router, wakeup):
     """Echo until SIGTERM or SIGINT; return the signal's name."""
-    wakeup = signal_pipe()
     poller = zmq.Poller()
     poller.register(router, zmq.POLLIN)
     poller.register(wakeup, zmq.POLLIN)
@@ -314,14 +319,19 @@ def drain(router):
         drained += echo_waiting(router)
     return drained
 
+
 def run():
     limit_connections()
     time.sleep(STARTUP_DELAY_S)
     context = zmq.Context()
     router = bounded_router(context)
-    router.bind(ECHO_BIND)
+    wakeup = signal_pipe()  # before bind: once peers come, descriptors may run out
+    try:
+        router.bind(ECHO_BIND)
+    except zmq.ZMQError as error:  # a host that is none of ours, say
+        stop_at_start(f"bad setting ECHO_BIND={ECHO_BIND!r}: expected an address of this host ({error})")
     log.info("echo server listening on {}", ECHO_BIND)
-    signal_name = serve(router)
+    signal_name = serve(router, wakeup)
     log.info("{} received, draining", signal_name)
     drained = drain(router)
     # Close with LINGER, so the replies still queued are flushed, then end the
@@ -330,6 +340,7 @@ def run():
     router.close(linger=LINGER_MS)
     context.term()
     log.info("drained {} requests after {}", drained, signal_name)
+
 
 def main():
     """Still crash-only, but no crash goes unrecorded: any unhandled exception

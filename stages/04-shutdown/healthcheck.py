@@ -15,7 +15,8 @@ starts the ZeroMQ one. That replica is alive and serving its peers; restarting
 it would throw them all onto the other replicas. So a socket monitor tells the
 cases apart, and only two are failures: a ZeroMQ handshake without an echo (the
 loop is stuck) and a refused connection (nothing listens). Anything else is
-"full, alive" (exit 0). The price: a process frozen whole (SIGSTOP) looks full.
+"full, alive" (exit 0). The price: a process frozen whole (SIGSTOP) looks
+full, and so does a stuck loop in a replica that is full as well.
 """
 
 import os
@@ -71,7 +72,10 @@ def main():
         client.send(probe, zmq.NOBLOCK)
         if client.poll(timeout) and client.recv() == probe:
             return 0
-        if connection_events(monitor) & {zmq.EVENT_HANDSHAKE_SUCCEEDED, zmq.EVENT_CONNECT_RETRIED}:
+        events = connection_events(monitor)
+        loop_is_stuck = zmq.EVENT_HANDSHAKE_SUCCEEDED in events  # libzmq took us, the loop did not answer
+        nothing_listens = zmq.EVENT_CONNECT_RETRIED in events  # the connection was refused
+        if loop_is_stuck or nothing_listens:
             print(f"unhealthy: no echo from {endpoint} within {timeout} ms", file=sys.stderr)
             return 1
         print(f"full: {endpoint} did not take the ZeroMQ handshake; alive", file=sys.stderr)
