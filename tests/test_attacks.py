@@ -9,6 +9,9 @@ The attacks are bench/attacks.py's, smaller: `python -m bench.attacks`
 prints the issue's table at full size. ATTACKS_STAGES_DIR=<another stages/>
 runs them against other code (an old commit's worktree)."""
 
+import os
+from pathlib import Path
+
 import pytest
 
 from bench import attacks
@@ -19,7 +22,8 @@ EVERY_GUARDED_STAGE = [resolve("01"), resolve("05")]  # the first and the last
 DRAINING_STAGES = [resolve("04"), resolve("05")]
 BYTES_PER_EMPTY_FRAME = 100  # libzmq's own cost is ~64 B (a zmq_msg_t each); the loop must add next to nothing
 RUNTIME_OPEN_FILES = 1024  # a container runtime's usual soft RLIMIT_NOFILE
-EXIT_MARGIN_S = 0.5  # after the drain and the LINGER flush: closing the context, the interpreter exiting
+EXIT_MARGIN_S = 1.5  # after the drain and the LINGER flush: closing the context, the interpreter exiting
+NOTICE_MS = 250  # from SIGTERM to the "received, draining" record, flood or not
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -29,6 +33,8 @@ def many_sockets():
 
 
 def assert_held(outcome):
+    if os.environ.get("CI") == "true":  # CI's machine can hold a server to a memory limit: it must
+        assert outcome.contained, "no memory cgroup: only VmHWM was compared with the limit"
     assert not outcome.oom_killed, f"OOM-killed (peak {outcome.peak / 2**20:.0f} MiB)"
     assert outcome.running, "the server is no longer running"
     assert outcome.peak < outcome.limit, f"peak {outcome.peak} bytes over the limit {outcome.limit}"
@@ -61,13 +67,16 @@ def test_small_messages_never_read(stage):
 def test_peers_that_never_read_cost_no_more_than_the_bound(stage):
     """The memory bound of stage 01's README, measured: a peer that never
     reads and sends the costliest message the loop still echoes costs at most
-    per_peer_bound(); and the ceiling's worth of such peers, on top of the
-    interpreter, fits under the Deployment's limit."""
+    per_peer_bound() — and at least half of it, or its queues never filled and
+    nothing was shown; and the container's worst case (every connection at
+    its worst, a liveness probe, /metrics) fits under the Deployment's limit."""
     peers = 60
     outcome = attacks.run(attacks.full_queues, stage, peers=peers)
     assert_held(outcome)
-    assert outcome.facts["bytes per peer"] <= attacks.per_peer_bound(stage), outcome.facts
-    assert attacks.worst_case_bytes(stage, outcome.facts["baseline"]) < outcome.limit
+    facts, bound = outcome.facts, attacks.per_peer_bound(stage)
+    assert facts["filled"], facts
+    assert bound / 2 <= facts["bytes per peer"] <= bound, (facts, bound)
+    assert attacks.worst_case_bytes(stage, facts["baseline"], attacks.probe_bytes(stage)) < outcome.limit
 
 
 @pytest.mark.parametrize("stage", EVERY_GUARDED_STAGE)
@@ -90,6 +99,8 @@ def test_idle_handshaked_peers(stage):
     outcome = attacks.run(attacks.idle_peers, stage, peers=6_000)
     assert_held(outcome)
     assert outcome.facts["handshaked"] <= peer_ceiling(stage), outcome.facts
+    if stage_constant(stage, "MAX_CONNECTIONS", default=None) is not None:  # and as many as promised
+        assert outcome.facts["handshaked"] >= stage_constant(stage, "MAX_CONNECTIONS"), outcome.facts
 
 
 @pytest.mark.parametrize("stage", EVERY_GUARDED_STAGE)
@@ -99,10 +110,13 @@ def test_raw_tcp_connections_held_open(stage):
     but liveness calls it alive, so it is not restarted and the peers it has
     keep being served."""
     connections = 6_000
+    accept_queue = int(Path("/proc/sys/net/core/somaxconn").read_text())  # the kernel caps BACKLOG by it
     if stage_constant(stage, "MAX_CONNECTIONS", default=None) is not None:  # the test's own sizing
-        assert connections > peer_ceiling(stage) + stage_constant(stage, "BACKLOG")
+        accept_queue = min(accept_queue, stage_constant(stage, "BACKLOG"))
+        assert connections > peer_ceiling(stage) + accept_queue
     outcome = attacks.run(attacks.raw_connections, stage, connections=connections)
     assert_held(outcome)
+    assert not outcome.facts["fresh TCP connect"], outcome.facts  # readiness fails: no new clients here
     assert outcome.facts.get("healthcheck exit", 0) == 0, outcome.facts
 
 
@@ -163,6 +177,7 @@ def test_sigterm_under_a_flood(stage):
     assert not outcome.oom_killed and outcome.peak < outcome.limit
     assert outcome.good_sent > 0 and outcome.good_answered == outcome.good_sent
     assert facts["draining logged"], "no 'received, draining' record"
+    assert facts["noticed after ms"] <= NOTICE_MS, facts
     assert facts["exit s"] is not None, "still running long after its drain timeout"
     assert facts["exit s"] <= drain_timeout_s + facts["linger s"] + EXIT_MARGIN_S, facts
     assert facts["exit code"] == 0, facts
