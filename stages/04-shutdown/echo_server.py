@@ -115,6 +115,7 @@ def syslog_address(text):
     return socket.getaddrinfo(host, whole_number(port, 1, 65535), socket.AF_INET, socket.SOCK_DGRAM)[0][4]
 
 
+# Read and checked on import, before anything binds.
 ECHO_BIND = setting("ECHO_BIND", "tcp://*:5555", tcp_endpoint, "tcp://HOST:PORT with PORT 1-65535")
 STARTUP_DELAY_S = setting("ECHO_STARTUP_DELAY", "0", seconds, "seconds, 0 to 3600")
 FAULTS_ENABLED = setting("ECHO_FAULTS", "0", switch, "0 or 1")
@@ -131,11 +132,11 @@ MAX_BATCH = 100
 # sends a frame over MAX_MESSAGE_BYTES before buffering it (MAXMSGSIZE), and
 # queues whole messages per peer up to its high-water marks: past
 # QUEUED_REQUESTS it stops reading the peer (TCP pushes back, nothing is lost);
-# past QUEUED_REPLIES it drops replies to it. It learns of replies sent in
-# batches of half the mark, so a client may keep up to QUEUED_REPLIES / 2
-# requests unanswered; one that never reads costs no more than that. libzmq
-# has no limit on frames per message: the loop drops a message with too many
-# frames or bytes instead of echoing it.
+# past QUEUED_REPLIES it drops replies to it. (Its sending side hears that
+# replies have left only every half mark, so a client may keep up to
+# QUEUED_REPLIES / 2 requests unanswered.) A client that never reads costs no
+# more than that. libzmq has no limit on frames per message: the loop drops a
+# message with too many frames or bytes instead of echoing it.
 MAX_MESSAGE_BYTES = 1024
 MAX_FRAMES = 8  # the sender's identity, a delimiter and a few parts
 QUEUED_REQUESTS = 8
@@ -204,7 +205,7 @@ def limit_connections():
 def bounded_router(context):
     """A ROUTER socket with the limits above."""
     router = context.socket(zmq.ROUTER)
-    router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+    router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)  # no frame is bigger than its message
     router.setsockopt(zmq.RCVHWM, QUEUED_REQUESTS)
     router.setsockopt(zmq.SNDHWM, QUEUED_REPLIES)
     router.setsockopt(zmq.RCVBUF, SOCKET_BUFFER_BYTES)
