@@ -161,11 +161,11 @@ def full_queues(server, good, peers=100, seconds=20):
 def growth_stopped(server):
     """A condition for until(): true once the server's RSS grew by less than
     1 % since the condition was last asked (or the server is gone)."""
-    last = [server.rss_bytes()]
+    last = [None]  # the first reading only starts the comparison
 
     def check():
         now = server.rss_bytes()
-        stopped = not server.running() or now < last[0] * 1.01
+        stopped = not server.running() or (last[0] is not None and now < last[0] * 1.01)
         last[0] = now
         return stopped
     return check
