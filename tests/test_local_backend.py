@@ -2,8 +2,10 @@
 the endpoints, liveness restarts, grace ends in SIGKILL, rollouts respect
 maxSurge/maxUnavailable, and nothing outlives the driver."""
 
+import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from support import ROOT, wait_for
-from workshop.backends.local import LocalBackend
+from workshop.backends.local import AddressPool, LocalBackend
 from workshop.client import echo_once, send_fault
 from workshop.manifests import load_stage
 from workshop.stages import all_stages
@@ -188,3 +190,18 @@ def test_interrupting_the_driver_leaves_no_process_behind(command, signum, tmp_p
     finally:
         for pid in processes_tagged(tag):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_backends_pod_port_is_held_for_it_so_a_concurrent_backend_never_gets_it():
+    """make demo runs eight backends at once, each with pods on 127.0.0.2, ...
+    at its own port: a port handed to two of them crash-loops both sets of
+    pods (address in use). The pool holds its port on 127.0.0.1 while it lives."""
+    pool = AddressPool()
+    try:
+        with socket.socket() as other, pytest.raises(OSError) as taken:
+            other.bind(("127.0.0.1", pool.port))
+        assert taken.value.errno == errno.EADDRINUSE
+    finally:
+        pool.close()
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", pool.port))  # free again once the backend is gone

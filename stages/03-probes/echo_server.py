@@ -271,7 +271,9 @@ def run():
     router = bounded_router(context)
     try:
         router.bind(ECHO_BIND)
-    except zmq.ZMQError as error:  # a host that is none of ours, say
+    except zmq.ZMQError as error:
+        if error.errno == zmq.EADDRINUSE:  # not the setting's fault: crash, and be restarted
+            raise
         stop_at_start(f"bad setting ECHO_BIND={ECHO_BIND!r}: expected an address of this host ({error})")
     log.info("echo server listening on {}", ECHO_BIND)
     serve(router)

@@ -73,8 +73,17 @@ class AddressPool:
 
     def __init__(self, port=None):
         self.aliases = loopback_aliases_work()
-        self.port = port or free_port()
+        # Several backends run at once (make demo runs eight): each keeps its
+        # port bound on 127.0.0.1 while it lives, so no other one is handed
+        # the same port and its pods (127.0.0.2, ... on that port) never
+        # collide with ours. The pods bind other addresses: no conflict.
+        self._reservation = socket.socket()
+        self._reservation.bind(("127.0.0.1", port or 0))
+        self.port = self._reservation.getsockname()[1]
         self._hosts = itertools.cycle(f"127.0.0.{n}" for n in range(2, 255))
+
+    def close(self):
+        self._reservation.close()
 
     def take(self, in_use):
         if not self.aliases:
@@ -190,6 +199,7 @@ class LocalBackend(Backend):
                 pod.force_stop()
             self._pods.clear()
         self._probe_pool.shutdown(wait=True, cancel_futures=True)
+        self._addresses.close()
         if self._tmp is not None:
             self._tmp.cleanup()
 
