@@ -38,13 +38,14 @@ SLOW_HTTP_OPENING = b"GET /metrics HTTP/1.1\r\nHost: echo\r\nX-Slow: "
 
 
 def until(condition, timeout_s, interval_s=0.02):
-    """Poll `condition` until true or `timeout_s` passed; return whether it became true."""
+    """Poll `condition` until it returns something truthy, and return that;
+    after `timeout_s`, return its last (falsy) answer."""
     deadline = time.monotonic() + timeout_s
-    while not condition():
+    while not (result := condition()):
         if time.monotonic() > deadline:
-            return False
+            return result
         time.sleep(interval_s)
-    return True
+    return result
 
 
 def zmtp_handshake_done(received):

@@ -285,12 +285,12 @@ def sigterm_under_flood(server, good, clients=4, flood_s=0.5):
             "drain timeout s": drain_timeout_s, "linger s": linger_s}
 
 
-def record_time(output, text):
-    """The time (epoch seconds) of the first JSON log record containing `text`."""
+def record_time(output, words):
+    """When the server logged its first JSON record whose message contains
+    `words`, by its own clock (UTC, epoch seconds); None if it did not."""
     for line in output.splitlines():
-        if text in line:
-            stamp = json.loads(line)["time"].removesuffix("Z")
-            return datetime.fromisoformat(stamp).replace(tzinfo=timezone.utc).timestamp()
+        if words in line and words in (record := json.loads(line))["message"]:
+            return datetime.fromisoformat(record["time"].removesuffix("Z")).replace(tzinfo=timezone.utc).timestamp()
     return None
 
 

@@ -5,6 +5,7 @@ import time
 
 import zmq
 
+from bench.attackers import until
 from bench.memory_limit import stage_constant  # noqa: F401  (for the tests)
 from workshop.process import ServerProcess, free_port  # noqa: F401  (free_port: for the tests)
 from workshop.stages import ROOT, STAGES_DIR, all_stages  # noqa: F401  (ROOT, STAGES_DIR: for the tests)
@@ -19,14 +20,10 @@ def stages_from(first):
 
 def wait_for(condition, timeout, interval=0.02, message="condition"):
     """Poll `condition` until it returns something truthy; fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(interval)
+    result = until(condition, timeout, interval)
+    if not result:
+        raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+    return result
 
 
 class Client:

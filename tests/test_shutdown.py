@@ -4,10 +4,10 @@ Stage 03, without a handler, loses what was in flight: that is the lesson."""
 import json
 import signal
 import time
-from datetime import datetime
 
 import pytest
 
+from bench.attacks import record_time
 from support import Client, stages_from
 
 IN_FLIGHT = 2000
@@ -43,11 +43,9 @@ def test_stage_03_loses_requests_in_flight_on_sigterm(start_server):
 
 def logged_at(server, words):
     """When the server logged the first record containing `words` (its own clock)."""
-    for line in server.stdout().splitlines():
-        record = json.loads(line)
-        if words in record["message"]:
-            return datetime.fromisoformat(record["time"].rstrip("Z")).timestamp()
-    raise AssertionError(f"no record says {words!r}")
+    at = record_time(server.stdout(), words)
+    assert at is not None, f"no record says {words!r}"
+    return at
 
 
 @pytest.mark.parametrize("stage", stages_from("04"))

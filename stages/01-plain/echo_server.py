@@ -188,10 +188,8 @@ def main():
     router = bounded_router(context)
     try:
         router.bind(ECHO_BIND)
-    except zmq.ZMQError as error:
-        if error.errno == zmq.EADDRINUSE:  # not the setting's fault: crash, and be restarted
-            raise
-        stop_at_start(f"bad setting ECHO_BIND={ECHO_BIND!r}: expected an address of this host ({error})")
+    except zmq.ZMQError as error:  # not this host's address, or a port in use
+        stop_at_start(f"bad setting ECHO_BIND={ECHO_BIND!r}: expected an address and port this host can bind ({error})")
     print(f"echo server listening on {ECHO_BIND}", flush=True)
     serve(router)
 

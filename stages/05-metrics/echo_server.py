@@ -429,10 +429,8 @@ def run():
     )
     try:
         router.bind(ECHO_BIND)
-    except zmq.ZMQError as error:
-        if error.errno == zmq.EADDRINUSE:  # not the setting's fault: crash, and be restarted
-            raise
-        stop_at_start(f"bad setting ECHO_BIND={ECHO_BIND!r}: expected an address of this host ({error})")
+    except zmq.ZMQError as error:  # not this host's address, or a port in use
+        stop_at_start(f"bad setting ECHO_BIND={ECHO_BIND!r}: expected an address and port this host can bind ({error})")
     log.info("echo server listening on {}", ECHO_BIND)
     signal_name = serve(router, wakeup, monitor)
     log.info("{} received, draining", signal_name)
