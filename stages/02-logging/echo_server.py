@@ -1,30 +1,32 @@
 """Stage 02: the echo service, logging with logbook.
 
-A ROUTER socket answers every multipart message with the same frames, sent back
-to the peer that sent them. There is no exception handling on purpose: this is
-crash-only software. Kubernetes runs three replicas and restarts any that dies,
-so "crash and be restarted" is the error handling.
+A ROUTER socket echoes every multipart message back to its sender. Still
+crash-only, but no crash goes unrecorded: whatever ends the process (a bad
+setting too) becomes ONE log record with its traceback, then exit code 1.
+Every record is one JSON line on stdout, which Kubernetes collects.
 
-Configuration comes only from the environment; a bad value stops start-up with
-one record that names it (exit code 2):
-  ECHO_BIND           ZeroMQ endpoint to bind (default tcp://*:5555)
-  ECHO_STARTUP_DELAY  seconds to sleep before binding: simulates slow start-up
-  ECHO_FAULTS=1       obey fault-injection messages (see inject_fault)
-  LOG_LEVEL           DEBUG, INFO (default), WARNING, ...
-  LOG_SYSLOG          host:port of a syslog receiver (UDP) to ship records to
-
-Every log record is one JSON line on stdout, which Kubernetes collects.
+Configuration comes from the environment only:
+  ECHO_BIND        the ZeroMQ endpoint to bind (default tcp://*:5555)
+  LOG_LEVEL        DEBUG (a record per echo), INFO (default), WARNING, ...
+  LOG_SYSLOG       HOST:PORT of a syslog receiver (UDP) to send every record to
 """
 
 import json
 import os
-import resource
 import socket
 import sys
-import time
 
 import logbook
 import zmq
+
+import workshop_faults  # the workshop's fault switch and slow start, not the lesson
+
+ECHO_BIND = os.environ.get("ECHO_BIND", "tcp://*:5555")
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+LOG_SYSLOG = os.environ.get("LOG_SYSLOG", "")
+
+log = logbook.Logger("echo")
+
 
 def json_record(record, handler):
     """One record, one line: json.dumps escapes the newlines of a traceback."""
@@ -39,250 +41,66 @@ def json_record(record, handler):
     return json.dumps(fields)
 
 
-def stop_at_start(message):
-    """Before logging is set up, still log one JSON ERROR record, then exit 2."""
-    if sys.stdout is None:  # started with stdout closed: say it where we can
-        print(message, file=sys.stderr, flush=True)
-        sys.exit(2)
-    handler = logbook.StreamHandler(sys.stdout, level="ERROR")
-    handler.formatter = json_record
-    with handler.applicationbound():
-        logbook.Logger("echo").error(message)
-    sys.exit(2)
-
-
-def setting(name, default, convert, allowed):
-    """One environment variable, converted. A bad value ends the process with
-    one line naming the variable, its value and what is allowed (exit code 2,
-    as for a bad command line), not with a traceback from where it was used."""
-    text = os.environ.get(name, default)
-    try:
-        return convert(text)
-    except (ValueError, LookupError, OSError):
-        stop_at_start(f"bad setting {name}={text!r}: expected {allowed}")
-
-
-def whole_number(text, low, high):
-    """Digits only (int() would also take " +5_00"), from low to high."""
-    if not (text.isascii() and text.isdigit() and low <= int(text) <= high):
-        raise ValueError(text)
-    return int(text)
-
-
-def tcp_endpoint(text):
-    """libzmq would take tcp://*:99999 and listen on another port: refuse it."""
-    scheme, _, address = text.partition("://")
-    if scheme != "tcp":
-        raise ValueError(text)
-    whole_number(address.rpartition(":")[2], 1, 65535)
-    return text
-
-
-def seconds(text):
-    """A plain decimal, up to an hour: no sign, exponent, nan or inf."""
-    if not (text.isascii() and text.replace(".", "", 1).isdigit() and float(text) <= 3600):
-        raise ValueError(text)
-    return float(text)
-
-
-def switch(text):
-    if text not in ("0", "1"):
-        raise ValueError(text)
-    return text == "1"
-
-
-def log_level(text):
-    logbook.lookup_level(text.upper())  # LookupError for an unknown name
-    return text.upper()
-
-
-def syslog_address(text):
-    """HOST:PORT, resolved here once: a name resolved per record would put a
-    DNS lookup (four, with a Kubernetes search path) on the echo loop."""
-    if not text:
-        return None
-    host, _, port = text.rpartition(":")
-    if not host:
-        raise ValueError(text)
-    return socket.getaddrinfo(host, whole_number(port, 1, 65535), socket.AF_INET, socket.SOCK_DGRAM)[0][4]
-
-
-# Read and checked on import, before anything binds.
-ECHO_BIND = setting("ECHO_BIND", "tcp://*:5555", tcp_endpoint, "tcp://HOST:PORT with PORT 1-65535")
-STARTUP_DELAY_S = setting("ECHO_STARTUP_DELAY", "0", seconds, "seconds, 0 to 3600")
-FAULTS_ENABLED = setting("ECHO_FAULTS", "0", switch, "0 or 1")
-LOG_LEVEL = setting("LOG_LEVEL", "INFO", log_level, "DEBUG, INFO, NOTICE, WARNING, ERROR or CRITICAL")
-LOG_SYSLOG = setting("LOG_SYSLOG", "", syslog_address, "HOST:PORT of a syslog receiver, HOST resolvable")
-
-# One client must not exhaust the replica's memory. libzmq drops a peer that
-# sends a frame over MAX_MESSAGE_BYTES before buffering it (MAXMSGSIZE), and
-# queues whole messages per peer up to its high-water marks: past
-# QUEUED_REQUESTS it stops reading the peer (TCP pushes back, nothing is lost);
-# past QUEUED_REPLIES it drops replies to it. (Its sending side hears that
-# replies have left only every half mark, so a client may keep up to
-# QUEUED_REPLIES / 2 requests unanswered.) A client that never reads costs no
-# more than that. libzmq has no limit on frames per message: the loop drops a
-# message with too many frames or bytes instead of echoing it.
-MAX_MESSAGE_BYTES = 1024
-MAX_FRAMES = 8  # the sender's identity, a delimiter and a few parts
-QUEUED_REQUESTS = 8
-QUEUED_REPLIES = 200
-SOCKET_BUFFER_BYTES = 8192  # the kernel's buffers per connection, each way
-# Every connection holds a file descriptor, so a cap on descriptors caps the
-# peers, and with them the memory (README: the bound). Kubernetes has no
-# setting for a container's limit and runtimes allow a million, so the process
-# lowers its own; OWN_FILES are libzmq's and stdio's. Connections beyond the
-# cap wait in the kernel's accept queue (BACKLOG) until a peer leaves.
-MAX_CONNECTIONS = 250
-OWN_FILES = 32
-BACKLOG = 4096
-
-# The logger's own level makes a disabled log.debug() nearly free; without it
-# logbook builds a full record per call only for the handlers to drop it.
-log = logbook.Logger("echo", level=logbook.lookup_level(LOG_LEVEL))
-
-
 class SyslogHandler(logbook.Handler):
-    """Ship each record to a syslog receiver as ONE UDP datagram (RFC 5424).
-
-    A multi-line traceback stays one record at the aggregator. (logbook's own
-    SyslogHandler splits records on newlines and forgets a custom formatter
-    after the first record.) UDP never blocks the loop when the receiver is
-    slow or down; the price is that a lost datagram is a lost record.
-    """
+    """Ship each record to a syslog receiver as ONE UDP datagram (RFC 5424),
+    so a traceback stays one record there too (logbook's own SyslogHandler
+    sends a record's lines one by one). UDP never blocks the loop when the
+    receiver is slow or down; the price is that a lost datagram is a lost record."""
 
     SEVERITY = {"CRITICAL": 2, "ERROR": 3, "WARNING": 4, "NOTICE": 5, "INFO": 6, "DEBUG": 7}
-    FACILITY_USER = 1
 
-    def __init__(self, address, level):
-        super().__init__(level=level, bubble=True)
-        self.address = address  # (IP, port): resolved once, at start-up
+    def __init__(self, host_port, level):
+        super().__init__(level=level, bubble=True)  # and on to stdout
+        host, _, port = host_port.rpartition(":")
+        # Resolved once: a name resolved per record would put DNS lookups on the echo loop.
+        self.address = socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_DGRAM)[0][4]
         self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.hostname = socket.gethostname()
+        self.formatter = json_record
 
     def emit(self, record):
-        priority = self.FACILITY_USER * 8 + self.SEVERITY.get(record.level_name, 4)
+        priority = 8 + self.SEVERITY.get(record.level_name, 4)  # facility 1: user-level
         header = f"<{priority}>1 {record.time.isoformat()}Z {self.hostname} echo {record.process} - - "
         self.socket.sendto((header + self.format(record)).encode(), self.address)
-
-
-def setup_logging():
-    """Send every record of the whole application to stdout (and syslog)."""
-    if sys.stdout is None:  # started with stdout closed: every record would fail
-        stop_at_start("stdout is closed: the echo server logs there")
-    handlers = [logbook.StreamHandler(sys.stdout, level=LOG_LEVEL, bubble=True)]
-    if LOG_SYSLOG:
-        handlers.append(SyslogHandler(LOG_SYSLOG, level=LOG_LEVEL))
-    for handler in handlers:
-        handler.formatter = json_record
-        handler.push_application()
-
-
-def limit_connections():
-    """Lower this process's open-file limit to MAX_CONNECTIONS + OWN_FILES
-    (it holds 12 to 17 itself: the bound in the README counts all 282)."""
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    soft = MAX_CONNECTIONS + OWN_FILES
-    if hard != resource.RLIM_INFINITY:
-        soft = min(soft, hard)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
-
-def bounded_router(context):
-    """A ROUTER socket with the limits above."""
-    router = context.socket(zmq.ROUTER)
-    router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)  # no frame is bigger than its message
-    router.setsockopt(zmq.RCVHWM, QUEUED_REQUESTS)
-    router.setsockopt(zmq.SNDHWM, QUEUED_REPLIES)
-    router.setsockopt(zmq.RCVBUF, SOCKET_BUFFER_BYTES)
-    router.setsockopt(zmq.SNDBUF, SOCKET_BUFFER_BYTES)
-    router.setsockopt(zmq.BACKLOG, BACKLOG)
-    return router
-
-
-def inject_fault(frames):
-    """Obey a fault request: [identity, (b"" from REQ,) b"__fault__", command].
-
-    Commands: crash, hang, slow:<ms> (up to a minute); anything else is simply
-    echoed. Scenarios use this to crash or freeze one replica on a real
-    cluster, where a container's PID 1 cannot be stopped from the inside. Off
-    by default.
-    """
-    body = frames[1:]
-    if body and body[0] == b"":  # REQ clients put an empty delimiter first
-        body = body[1:]
-    if len(body) < 2 or body[0] != b"__fault__":
-        return
-    command = body[1].decode("ascii", "replace")
-    if command == "crash":
-        raise RuntimeError("fault injected: crash")
-    if command == "hang":
-        while True:  # a stuck replica: the process lives, the loop does not
-            time.sleep(3600)
-    delay_ms = command.removeprefix("slow:")
-    if command.startswith("slow:") and delay_ms.isdigit() and int(delay_ms) <= 60_000:
-        time.sleep(int(delay_ms) / 1000)
-
-
-def receive_within_limits(router):
-    """Receive one message, frame by frame. Return its frames, or None if the
-    client sent more than MAX_FRAMES frames or MAX_MESSAGE_BYTES bytes: then
-    the rest is read and thrown away frame by frame, so a message of a million
-    frames never becomes a list of them. Raise zmq.Again when none waits."""
-    frames = [router.recv(zmq.NOBLOCK)]  # the sender's identity, put first by ROUTER
-    size = 0
-    while router.getsockopt(zmq.RCVMORE):  # the rest of a message is already here
-        frame = router.recv()
-        size += len(frame)
-        if frames is not None and len(frames) <= MAX_FRAMES and size <= MAX_MESSAGE_BYTES:
-            frames.append(frame)
-        else:
-            frames = None
-    return frames
 
 
 def echo_waiting(router):
     """Echo every message already queued, so one poll serves a whole burst."""
     while True:
         try:
-            frames = receive_within_limits(router)
+            frames = router.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
             return
-        if frames is None:
-            continue  # over the limits: dropped, never echoed
-        log.debug("echo {} frames", len(frames))  # DEBUG only: costly per request
-        if FAULTS_ENABLED:
-            inject_fault(frames)
+        log.debug("echo {} frames", len(frames))
+        workshop_faults.obey(frames)
         # frames[0] is the sender's identity: ROUTER routes the reply by it.
         router.send_multipart(frames)
 
 
-def serve(router):
+def run(stdout):
+    # The logger's own level makes a disabled log.debug() nearly free.
+    log.level = stdout.level = logbook.lookup_level(LOG_LEVEL.upper())
+    if LOG_SYSLOG:
+        SyslogHandler(LOG_SYSLOG, level=log.level).push_application()
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    router.bind(ECHO_BIND)
+    log.info("echo server listening on {}", ECHO_BIND)
     poller = zmq.Poller()
     poller.register(router, zmq.POLLIN)
     while True:
         poller.poll()
         echo_waiting(router)
 
-def run():
-    limit_connections()
-    time.sleep(STARTUP_DELAY_S)
-    context = zmq.Context()
-    router = bounded_router(context)
-    try:
-        router.bind(ECHO_BIND)
-    except zmq.ZMQError as error:  # not this host's address, or a port in use
-        stop_at_start(f"bad setting ECHO_BIND={ECHO_BIND!r}: expected an address and port this host can bind ({error})")
-    log.info("echo server listening on {}", ECHO_BIND)
-    serve(router)
-
 
 def main():
-    """Still crash-only, but no crash goes unrecorded: any unhandled exception
-    becomes exactly one ERROR record with its traceback, then a non-zero exit."""
-    setup_logging()
+    """Crash-only, and every crash recorded: any exception is logged once, with
+    its traceback, then the process exits 1 for Kubernetes to restart it."""
+    stdout = logbook.StreamHandler(sys.stdout)  # every record, one JSON line, before the level is known
+    stdout.formatter = json_record
+    stdout.push_application()
     try:
-        run()
+        run(stdout)
     except KeyboardInterrupt:  # Ctrl-C by hand is a clean exit
         log.info("echo server stopped")
         return 0
