@@ -26,6 +26,8 @@ import urllib.request
 
 import zmq
 
+from workshop.client import wait_for_first_echo
+
 # ZMTP 3.0 (rfc.zeromq.org/spec/23): signature, version 3.0, mechanism NULL,
 # as-server 0, filler; then the READY command saying we are a DEALER.
 GREETING = b"\xff" + bytes(8) + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\0") + b"\0" + bytes(31)
@@ -230,6 +232,32 @@ def healthcheck(stage_dir, endpoint, timeout_s=10):
         return None
 
 
+def huge_http_requests(port, clients, header_lines, line_bytes, timeout_s=30):
+    """`clients` GET /metrics requests at once, each with `header_lines`
+    headers of `line_bytes`; the status code each got (None: no answer)."""
+    header = b"X-Padding: " + b"p" * (line_bytes - 14) + b"\r\n"
+    request = b"GET /metrics HTTP/1.1\r\nHost: echo\r\n" + header * header_lines + b"\r\n"
+    statuses = [None] * clients
+
+    def send(index):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
+                try:
+                    sock.sendall(request)
+                except OSError:  # the server answered and closed before it read everything
+                    pass
+                status_line = sock.makefile("rb").readline()
+                statuses[index] = int(status_line.split()[1]) if status_line else None
+        except (OSError, ValueError, IndexError):
+            pass
+    threads = [threading.Thread(target=send, args=(index,)) for index in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout_s + 5)
+    return statuses
+
+
 def scrape(port, timeout_s=5):
     """GET /metrics; the body, or None if it failed or took too long."""
     try:
@@ -376,3 +404,90 @@ class GoodClient:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+class Squatters:
+    """`count` raw connections held by a thread of their own, each opened again
+    as soon as the server cuts it: descriptors held for as long as they run.
+    Each sends `opening` at once, or (with `trickle_s`) one byte of it every
+    `trickle_s` seconds, a handshake too slow ever to finish. `cuts` counts
+    the connections the server closed."""
+
+    def __init__(self, endpoint, count, opening=ZMTP_OPENING, trickle_s=None):
+        self.address = host_port(endpoint)
+        self.count, self.opening, self.trickle_s = count, opening, trickle_s
+        self.selector = selectors.DefaultSelector()
+        self.sent = {}  # socket -> bytes of the opening sent so far
+        self.cuts = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _connect(self):
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.connect_ex(self.address)  # completes (or is refused) in the selector
+        self.sent[sock] = 0
+        self.selector.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+
+    def _drop(self, sock):
+        self.selector.unregister(sock)
+        del self.sent[sock]
+        sock.close()
+
+    def _send_more(self, sock):
+        step = 1 if self.trickle_s else len(self.opening)
+        try:
+            self.sent[sock] += sock.send(self.opening[self.sent[sock]:self.sent[sock] + step])
+        except OSError:
+            pass
+
+    def _run(self):
+        for _ in range(self.count):
+            self._connect()
+        next_trickle = time.monotonic()
+        while not self.stopping.is_set():
+            for key, mask in self.selector.select(0.05):
+                sock = key.fileobj
+                if mask & selectors.EVENT_WRITE:  # connected (or failed): say the first thing, then listen
+                    self.selector.modify(sock, selectors.EVENT_READ)
+                    self._send_more(sock)
+                    continue
+                try:
+                    data = sock.recv(4096)
+                except OSError:
+                    data = b""
+                if not data:  # cut by the server: come straight back
+                    self.cuts += 1
+                    self._drop(sock)
+                    self._connect()
+            if self.trickle_s and time.monotonic() >= next_trickle:
+                next_trickle = time.monotonic() + self.trickle_s
+                for sock in list(self.sent):
+                    if self.sent[sock] < len(self.opening):
+                        self._send_more(sock)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join(timeout=10)
+        for sock in list(self.sent):
+            self._drop(sock)
+        self.selector.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def fresh_client_waits_s(endpoint, timeout_s):
+    """How long a client that connects now waits for its first echo (None: it
+    got none within `timeout_s`)."""
+    try:
+        return wait_for_first_echo(endpoint, timeout_s)
+    except TimeoutError:
+        return None

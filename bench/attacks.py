@@ -35,8 +35,11 @@ SMALL_MESSAGE_BYTES = 64
 ZMQ_BYTES_PER_CONNECTION = 32 * 1024  # pipes, encoder and decoder buffers
 ZMQ_BYTES_PER_FRAME = 128  # a zmq_msg_t, and the heap block of a frame over 33 bytes
 IDENTITY_BYTES = 5  # the identity ROUTER gives a peer and puts first in each message
-# http.server reads up to 100 header lines of 64 KiB per /metrics request.
-HTTP_REQUEST_BYTES = 100 * 64 * 1024
+# http.server alone reads up to 100 header lines of 64 KiB per /metrics
+# request; a stage with METRICS_REQUEST_BYTES reads no more than that.
+HTTP_HEADER_LINES, HTTP_LINE_BYTES = 98, 64 * 1024  # the most http.server takes, with Host
+HTTP_PARSE_FACTOR = 6  # what parsing a request costs per byte of it (measured: ~37 MB for 6.4 MB of headers)
+HTTP_THREAD_BYTES = 64 * 1024  # a request's thread and buffers, whatever it sends (measured: ~67 kB in all at 8 KiB)
 
 
 def per_peer_bound(stage):
@@ -55,8 +58,14 @@ def worst_case_bytes(stage, baseline, probe_bytes):
     the container), and /metrics' requests."""
     connections = stage_constant(stage, "MAX_CONNECTIONS") + stage_constant(stage, "OWN_FILES")
     kernel = connections * 2 * 2 * stage_constant(stage, "SOCKET_BUFFER_BYTES")  # Linux doubles SO_*BUF
-    metrics = stage_constant(stage, "METRICS_CONNECTIONS", default=0) * HTTP_REQUEST_BYTES
+    metrics = stage_constant(stage, "METRICS_CONNECTIONS", default=0) * metrics_request_bound(stage)
     return baseline + connections * per_peer_bound(stage) + kernel + probe_bytes + metrics
+
+
+def metrics_request_bound(stage):
+    """The most one /metrics request can make the server hold while it is read."""
+    request = stage_constant(stage, "METRICS_REQUEST_BYTES", default=(HTTP_HEADER_LINES + 2) * HTTP_LINE_BYTES)
+    return request * HTTP_PARSE_FACTOR + HTTP_THREAD_BYTES
 
 
 def probe_bytes(stage):
@@ -285,6 +294,46 @@ def sigterm_under_flood(server, good, clients=4, flood_s=0.5):
             "drain timeout s": drain_timeout_s, "linger s": linger_s}
 
 
+def squatters(server, good, count=400, trickle_s=None, seconds=30):
+    """More raw connections than the ceiling lets in, each back as soon as it
+    is cut: silent after a whole ZeroMQ handshake, or (trickle_s) greeting
+    one byte at a time. How long does a client that comes now wait?"""
+    ceiling = stage_constant(server.stage, "MAX_CONNECTIONS", default=None)
+    with attackers.Squatters(server.endpoint, count, trickle_s=trickle_s) as held:
+        if ceiling:  # every slot taken before the fresh client comes
+            until(lambda: server.open_files() >= ceiling or not server.running(), 10)
+        open_files = server.open_files()
+        waited = attackers.fresh_client_waits_s(server.endpoint, seconds)
+        return {"open files": open_files, "fresh client waited s": round(waited, 1) if waited else None,
+                "cut and back": held.cuts}
+
+
+def huge_metrics_requests(server, good, clients=4, header_lines=HTTP_HEADER_LINES, line_bytes=HTTP_LINE_BYTES):
+    """/metrics requests with as many headers as http.server takes, all at once."""
+    baseline = server.rss_bytes()
+    statuses = attackers.huge_http_requests(server.metrics_port, clients, header_lines, line_bytes)
+    peak = server.status().get("VmHWM", 0) * 1024
+    return {"statuses": sorted(statuses), "bytes per request": round((peak - baseline) / clients),
+            "scrape after": bool(attackers.scrape(server.metrics_port))}
+
+
+def concurrent_frame_bombs(server, good, bombs=2, frames=1_000_000, seconds=60):
+    """Several frame bombs at once, each on its own connection: libzmq holds
+    every incomplete message whole, so their costs add up."""
+    rss_before = server.rss_bytes()
+    marker = attackers.zmtp_message([b"after the bomb"])
+    sockets = [attackers.frame_bomb(server.endpoint, frames) for _ in range(bombs)]
+    try:
+        for sock in sockets:
+            sock.sendall(marker)
+        answered = [read_until(sock, marker, seconds) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+    peak = server.status().get("VmHWM", 0) * 1024
+    return {"markers echoed": sum(answered), "bytes per frame": round((peak - rss_before) / (bombs * frames), 1)}
+
+
 def record_time(output, words):
     """When the server logged its first JSON record whose message contains
     `words`, by its own clock (UTC, epoch seconds); None if it did not."""
@@ -308,8 +357,15 @@ ROWS = [  # the issue's rows: (label, attack, stages, options)
     ("10,000 raw TCP connections held open", raw_connections, None, {}),
     ("10,000 connect/disconnect churn", churn, None, {}),
     ("2,000 connections with nofile 1024", connection_ceiling, None, {"open_files": 1024}),
-    ("2,000 slow HTTP clients on /metrics", slow_metrics_clients, ("05",), {}),
-    ("4 DEALERs flooding small messages, then SIGTERM", sigterm_under_flood, ("04", "05"),
+    ("2,000 slow HTTP clients on /metrics", slow_metrics_clients, ("05", "06"), {}),
+    ("4 /metrics requests of 100 header lines of 64 KiB at once", huge_metrics_requests, ("05", "06"), {}),
+    ("400 silent ZeroMQ peers, back as soon as cut: a fresh client's wait", squatters, None, {}),
+    ("400 one-byte-every-2-s greeters, back as soon as cut: a fresh client's wait", squatters, None,
+     {"trickle_s": 2}),
+    ("2 concurrent messages of 1,000,000 empty frames", concurrent_frame_bombs, None, {}),
+    ("4 concurrent messages of 1,000,000 empty frames: the residual's concurrency", concurrent_frame_bombs, None,
+     {"bombs": 4}),
+    ("4 DEALERs flooding small messages, then SIGTERM", sigterm_under_flood, ("04", "06"),
      {"env": {"DRAIN_TIMEOUT_S": "1"}}),
 ]
 
@@ -334,7 +390,7 @@ def row_cells(label, outcome):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.attacks", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stages", nargs="+", default=["01", "04", "05"])
+    parser.add_argument("--stages", nargs="+", default=["05", "06"])
     parser.add_argument("--quick", action="store_true", help="the test suite's smaller attacks")
     parser.add_argument("--out", help="also write the table to OUT/attacks.md")
     args = parser.parse_args(argv)

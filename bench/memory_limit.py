@@ -219,6 +219,13 @@ class ContainedServer:
     def threads(self):
         return self.status().get("Threads", 0)
 
+    def open_files(self):
+        """Its file descriptors now (0 once it is gone)."""
+        try:
+            return len(os.listdir(f"/proc/{self.pid}/fd"))
+        except OSError:
+            return 0
+
     def vm_hwm_bytes(self):
         """Its peak resident set (VmHWM): as of the last status() read while it ran."""
         return self.status().get("VmHWM", 0) * 1024

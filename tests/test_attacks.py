@@ -18,8 +18,10 @@ from bench import attacks
 from bench.memory_limit import raise_open_file_limit, stage_constant
 from workshop.stages import resolve
 
-EVERY_GUARDED_STAGE = [resolve("01"), resolve("05")]  # the first and the last
-DRAINING_STAGES = [resolve("04"), resolve("05")]
+LIMITS = resolve("06")  # the stage whose lesson this is
+EVERY_GUARDED_STAGE = [LIMITS]  # 07 runs the same limits: test_limits_carry_over
+DRAINING_STAGES = [resolve("04"), LIMITS]
+TALK = resolve("05")  # the talk's last stage: no limits
 BYTES_PER_EMPTY_FRAME = 100  # libzmq's own cost is ~64 B (a zmq_msg_t each); the loop must add next to nothing
 RUNTIME_OPEN_FILES = 1024  # a container runtime's usual soft RLIMIT_NOFILE
 EXIT_MARGIN_S = 1.5  # after the drain and the LINGER flush: closing the context, the interpreter exiting
@@ -152,7 +154,7 @@ def peer_ceiling(stage):
     return stage_constant(stage, "MAX_CONNECTIONS") + stage_constant(stage, "OWN_FILES")
 
 
-@pytest.mark.parametrize("stage", [resolve("05")])
+@pytest.mark.parametrize("stage", [LIMITS])
 def test_slow_metrics_clients(stage):
     """HTTP clients that never finish their headers hold no more than the
     metrics server's few connections (threads), the echo loop is not starved,
@@ -182,3 +184,73 @@ def test_sigterm_under_a_flood(stage):
     assert facts["exit s"] <= drain_timeout_s + facts["linger s"] + EXIT_MARGIN_S, facts
     assert facts["exit code"] == 0, facts
     assert facts["flood went on"], "the flood stopped before the server exited: nothing was shown"
+
+
+def test_the_talks_last_stage_falls_where_limits_hold():
+    """The same megabyte frames that 06 drops at the first frame: 05 echoes
+    and queues them until the kernel kills it at its Deployment's limit."""
+    outcome = attacks.run(attacks.big_frames, TALK, frames_per_message=(1,), seconds=5)
+    if os.environ.get("CI") == "true":
+        assert outcome.contained, "no memory cgroup: only VmHWM was compared with the limit"
+    assert outcome.oom_killed or not outcome.under_limit, f"05 held: peak {outcome.peak} of {outcome.limit}"
+
+
+@pytest.mark.parametrize("stage", [LIMITS])
+def test_huge_metrics_requests_are_refused_and_cost_next_to_nothing(stage):
+    """http.server alone takes ~100 header lines of 64 KiB and spends ~37 MB
+    parsing each such request (05: 200 OK); 06 reads METRICS_REQUEST_BYTES at
+    most and answers 431, within the bound's share of a /metrics slot."""
+    outcome = attacks.run(attacks.huge_metrics_requests, stage, clients=stage_constant(stage, "METRICS_CONNECTIONS"))
+    assert_held(outcome)
+    facts = outcome.facts
+    assert set(facts["statuses"]) == {431} and facts["scrape after"], facts
+    assert facts["bytes per request"] <= attacks.metrics_request_bound(stage), facts
+
+
+@pytest.mark.parametrize("stage", [LIMITS])
+@pytest.mark.parametrize("trickle_s", [None, 2], ids=["silent peers", "one byte every 2 s"])
+def test_squatters_do_not_lock_fresh_clients_out(stage, trickle_s):
+    """More connections than the ceiling, each back as soon as it is cut: a
+    silent one is cut after a heartbeat goes unanswered, a greeting that never
+    ends at the handshake interval; the client waiting in the accept queue is
+    next in, ahead of the squatters coming back."""
+    deadline_s = (stage_constant(stage, "HANDSHAKE_MS") if trickle_s else
+                  stage_constant(stage, "HEARTBEAT_MS") + stage_constant(stage, "HEARTBEAT_TIMEOUT_MS")) / 1000
+    outcome = attacks.run(attacks.squatters, stage, count=peer_ceiling(stage) + 150, trickle_s=trickle_s,
+                          seconds=deadline_s + 10)
+    assert_held(outcome)
+    facts = outcome.facts
+    assert facts["open files"] >= stage_constant(stage, "MAX_CONNECTIONS"), facts  # every slot was taken
+    assert facts["fresh client waited s"] is not None and facts["fresh client waited s"] <= deadline_s + 3, facts
+    assert facts["cut and back"] > 0, facts
+
+
+@pytest.mark.parametrize("stage", [LIMITS])
+def test_concurrent_frame_bombs_up_to_the_stated_residual_are_survived(stage):
+    """libzmq's residual, as the chapter states it: messages of a million
+    empty frames cost 64 B a frame each while they arrive; three at once fit
+    under the limit (a fourth does not: bench/attacks.py's table)."""
+    outcome = attacks.run(attacks.concurrent_frame_bombs, stage, bombs=3)
+    assert_held(outcome)
+    assert outcome.facts["markers echoed"] == 3, outcome.facts
+    assert outcome.facts["bytes per frame"] <= BYTES_PER_EMPTY_FRAME, outcome.facts
+
+
+def test_limits_carry_over_to_the_last_stage():
+    """07 adds checked settings and runs 06's limits unchanged: the attacks
+    above, run on 06, hold for it too."""
+    import ast
+    from support import STAGES_DIR
+
+    def definitions(stage):
+        tree = ast.parse((STAGES_DIR / stage / "echo_server.py").read_text())
+        return {node.name if not isinstance(node, ast.Assign) else node.targets[0].id: ast.dump(node)
+                for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))
+                or (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name))}
+    limits, last = definitions(LIMITS), definitions(resolve("07"))
+    guarded = ["MAX_MESSAGE_BYTES", "MAX_FRAMES", "QUEUED_REQUESTS", "QUEUED_REPLIES", "SOCKET_BUFFER_BYTES",
+               "MAX_CONNECTIONS", "OWN_FILES", "BACKLOG", "HANDSHAKE_MS", "HEARTBEAT_MS", "HEARTBEAT_TIMEOUT_MS",
+               "METRICS_CONNECTIONS", "METRICS_TIMEOUT_S", "METRICS_REQUEST_BYTES", "limit_connections",
+               "bounded_router", "CappedReader", "MetricsHandler", "MetricsServer", "receive_within_limits",
+               "echo_waiting", "drain"]
+    assert [name for name in guarded if limits.get(name) != last.get(name)] == []

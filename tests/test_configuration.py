@@ -1,9 +1,15 @@
-"""Every setting is checked at start-up. A bad value ends the process at once
-with ONE line naming the variable, the value and what is allowed, exit code 2:
-never a traceback, never a server quietly listening somewhere else.
+"""Settings, two ways.
 
-Stage 01 writes that line to stderr; stages 02 on write it as their one JSON
-ERROR record on stdout, like every other record, and nothing to stderr.
+Crash-only (stages 01 to 06): a setting the server cannot use crashes it at
+start-up, and Kubernetes' restarts (CrashLoopBackOff) say so: a traceback on
+stderr in 01, ONE JSON ERROR record carrying it from 02 on, nothing else. The
+limit of that lesson: a value that can be used but is wrong (port 99999, a
+negative wait) is not refused, and the server runs on it.
+
+Checked (stage 07): every setting is checked at start-up; a bad value ends the
+process at once with ONE record naming the variable, the value and what is
+allowed, exit code 2: never a traceback, never a server quietly listening
+somewhere else.
 """
 
 import json
@@ -15,13 +21,28 @@ import sys
 
 import pytest
 
-from support import STAGES, STAGES_DIR, Client, free_port, stages_from
+from support import STAGES, STAGES_DIR, Client, free_port, stages_from, wait_for
+
+CHECKED = stages_from("07")
+CRASH_ONLY = [s for s in STAGES if s not in CHECKED]
 
 # A bad value is refused before the server binds: this is plenty. A stage that
 # does not refuse it keeps running, and the test fails at this bound.
 REFUSAL_TIMEOUT_S = 10
 
-# Each setting and values it must refuse.
+# Values a crash-only stage cannot use: it must crash on them at start-up.
+UNUSABLE_SERVER_SETTINGS = {
+    "ECHO_BIND": ["ipc-nonsense", "tcp://192.0.2.1:5555", "tcp://host.invalid:5555"],
+    "LOG_LEVEL": ["bogus"],
+    "LOG_SYSLOG": ["127.0.0.1:abc", "127.0.0.1", "nosuchhost.invalid:514"],
+    "DRAIN_QUIET_MS": ["abc", "1.5"],
+    "DRAIN_TIMEOUT_S": ["abc"],
+    "METRICS_PORT": ["abc", "99999"],
+}
+# Values a crash-only stage can use, wrongly, and runs with.
+WRONG_BUT_USABLE = {"ECHO_BIND": "tcp://127.0.0.1:99999", "DRAIN_QUIET_MS": "-1"}
+
+# Each setting and values the checked stage must refuse.
 BAD_ENDPOINTS = ["tcp://*:99999", "tcp://*:0", "tcp://*:abc", "tcp://*:+80", "ipc:///x"]
 BAD_SERVER_SETTINGS = {
     # ...and two that only binding can tell: an address that is not this
@@ -52,7 +73,7 @@ GOOD_SERVER_SETTINGS = {
     "DRAIN_TIMEOUT_S": "0",
 }
 
-ALL_SETTINGS = {*BAD_SERVER_SETTINGS, *BAD_HEALTHCHECK_SETTINGS}
+ALL_SETTINGS = {*BAD_SERVER_SETTINGS, *BAD_HEALTHCHECK_SETTINGS, "ECHO_STARTUP_DELAY", "ECHO_FAULTS"}
 
 
 def has_setting(stage, script, name):
@@ -61,8 +82,8 @@ def has_setting(stage, script, name):
     return f'"{name}"' in (STAGES_DIR / stage / script).read_text()
 
 
-def bad_value_cases(script, bad_settings):
-    for stage in STAGES:
+def bad_value_cases(script, bad_settings, stages):
+    for stage in stages:
         if not (STAGES_DIR / stage / script).is_file():
             continue
         for name, values in bad_settings.items():
@@ -104,26 +125,52 @@ def outcome(result):
     return f"exit code {result.returncode}\nstdout: {result.stdout!r}\nstderr: {result.stderr!r}"
 
 
-@pytest.mark.parametrize("stage, name, value", bad_value_cases("echo_server.py", BAD_SERVER_SETTINGS))
+@pytest.mark.parametrize("stage, name, value",
+                         bad_value_cases("echo_server.py", UNUSABLE_SERVER_SETTINGS, CRASH_ONLY))
+def test_crash_only_server_crashes_at_start_up_on_a_setting_it_cannot_use(stage, name, value):
+    result = run_with(stage, "echo_server.py", {**harmless_server_settings(stage), name: value})
+    assert result.returncode == 1, outcome(result)
+    if stage in stages_from("02"):  # one record holding the traceback, nothing else
+        assert result.stderr == "", outcome(result)
+        (record,) = [json.loads(line) for line in result.stdout.splitlines()]
+        assert record["level"] == "ERROR" and record["exception"].startswith("Traceback"), outcome(result)
+    else:
+        assert result.stdout == "" and result.stderr.startswith("Traceback"), outcome(result)
+
+
+@pytest.mark.parametrize("name, value", WRONG_BUT_USABLE.items())
+def test_crash_only_server_runs_with_a_wrong_value_it_can_use(name, value, start_server):
+    """The lesson's limit, on the last crash-only stage: it starts and runs."""
+    server = start_server(CRASH_ONLY[-1], wait_ready=False, **{name: value})
+    wait_for(lambda: "listening" in server.stdout(), timeout=10, message="the server to start")
+    assert server.running()
+
+
+@pytest.mark.parametrize("stage, name, value", bad_value_cases("echo_server.py", BAD_SERVER_SETTINGS, CHECKED))
 def test_server_refuses_a_bad_value_in_one_line(stage, name, value):
     result = run_with(stage, "echo_server.py", {**harmless_server_settings(stage), name: value})
     assert result.returncode == 2, outcome(result)
     assert "Traceback" not in result.stdout + result.stderr, outcome(result)
-    if stage in stages_from("02"):
-        assert result.stderr == "", outcome(result)
-        lines = result.stdout.splitlines()
-        assert len(lines) == 1, outcome(result)
-        record = json.loads(lines[0])
-        assert {"time", "level", "logger", "message"} <= set(record)
-        assert record["level"] == "ERROR"
-        assert_one_line_refusal(record["message"], name, value)
-    else:
-        assert result.stdout == "", outcome(result)
-        assert result.stderr.endswith("\n") and result.stderr.count("\n") == 1, outcome(result)
-        assert_one_line_refusal(result.stderr.rstrip("\n"), name, value)
+    assert result.stderr == "", outcome(result)
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, outcome(result)
+    record = json.loads(lines[0])
+    assert {"time", "level", "logger", "message"} <= set(record)
+    assert record["level"] == "ERROR"
+    assert_one_line_refusal(record["message"], name, value)
 
 
-@pytest.mark.parametrize("stage, name, value", bad_value_cases("healthcheck.py", BAD_HEALTHCHECK_SETTINGS))
+@pytest.mark.parametrize("name, value", [(name, value) for name in ("ECHO_STARTUP_DELAY", "ECHO_FAULTS")
+                                         for value in BAD_SERVER_SETTINGS[name]])
+def test_the_workshops_own_switches_refuse_a_bad_value_in_one_line(name, value):
+    """workshop_faults.py is the same in every stage (test_stage_diffs.py)."""
+    result = run_with(STAGES[0], "echo_server.py", {**harmless_server_settings(STAGES[0]), name: value})
+    assert result.returncode == 2 and result.stdout == "", outcome(result)
+    assert result.stderr.count("\n") == 1, outcome(result)
+    assert_one_line_refusal(result.stderr.rstrip("\n").removesuffix(" (the workshop's switch)"), name, value)
+
+
+@pytest.mark.parametrize("stage, name, value", bad_value_cases("healthcheck.py", BAD_HEALTHCHECK_SETTINGS, CHECKED))
 def test_healthcheck_refuses_a_bad_value_in_one_line(stage, name, value):
     """Exit code 2, not the probe's 1 for 'unhealthy': a misconfigured probe is
     not a sick replica, and its one line says which setting is wrong."""
@@ -154,7 +201,7 @@ def test_server_accepts_good_values_of_every_setting_it_has(stage, start_server)
     assert server.running()
 
 
-@pytest.mark.parametrize("stage", stages_from("02"))
+@pytest.mark.parametrize("stage", CHECKED)
 def test_closed_stdout_is_one_line_on_stderr(stage):
     """Started with fd 1 closed, a stage that logs to stdout cannot log at all.
     It says so once on stderr and exits 2, instead of a traceback per record

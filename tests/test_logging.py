@@ -56,7 +56,7 @@ def test_crash_is_one_error_record_holding_the_whole_traceback(stage, start_serv
     assert len(errors) == 1 and errors[0] is records[-1]
     traceback = errors[0]["exception"]
     assert traceback.startswith("Traceback (most recent call last):")
-    assert "in inject_fault" in traceback
+    assert "in obey" in traceback
     assert traceback.rstrip().endswith("RuntimeError: fault injected: crash")
     assert server.stderr() == ""
 

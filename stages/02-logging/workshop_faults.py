@@ -7,8 +7,9 @@ real cluster included, where nobody outside can freeze a container's PID 1.
   ECHO_STARTUP_DELAY  seconds to sleep when this module is imported, before
                       the server binds: a slow start (default 0)
   ECHO_FAULTS=1       obey fault messages [b"__fault__", command], command
-                      crash, hang or slow:<ms> (at most a minute); off by
-                      default, and then a fault message is echoed like any other
+                      crash, hang or slow:<ms> (up to a minute; more is not
+                      obeyed). Off by default: then a fault message is echoed
+                      like any other
 
 A bad value of either is reported in one line on stderr, exit code 2.
 """
@@ -18,17 +19,19 @@ import sys
 import time
 
 
-def _setting(name, default, allowed):
+def _setting(name, default, allowed, expected):
     text = os.environ.get(name, default)
     if not allowed(text):
-        print(f"bad setting {name}={text!r} (the workshop's fault switch)", file=sys.stderr, flush=True)
+        print(f"bad setting {name}={text!r}: expected {expected} (the workshop's switch)", file=sys.stderr,
+              flush=True)
         sys.exit(2)
     return text
 
 
-ENABLED = _setting("ECHO_FAULTS", "0", lambda text: text in ("0", "1")) == "1"
+ENABLED = _setting("ECHO_FAULTS", "0", lambda text: text in ("0", "1"), "0 or 1") == "1"
 _delay = _setting("ECHO_STARTUP_DELAY", "0",
-                  lambda text: text.isascii() and text.replace(".", "", 1).isdigit() and float(text) <= 3600)
+                  lambda text: text.isascii() and text.replace(".", "", 1).isdigit() and float(text) <= 3600,
+                  "seconds, 0 to 3600")
 time.sleep(float(_delay))
 
 
@@ -48,5 +51,6 @@ def obey(frames):
     if command == b"hang":
         while True:  # the process lives, its loop does not
             time.sleep(3600)
-    if command.startswith(b"slow:") and command[5:].isdigit():
-        time.sleep(min(int(command[5:]), 60_000) / 1000)
+    delay_ms = command.removeprefix(b"slow:")
+    if command != delay_ms and delay_ms.isdigit() and len(delay_ms) <= 5 and int(delay_ms) <= 60_000:
+        time.sleep(int(delay_ms) / 1000)

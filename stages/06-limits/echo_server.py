@@ -175,7 +175,7 @@ def bounded_router(context):
     router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)  # no frame is bigger than its message
     router.setsockopt(zmq.RCVHWM, QUEUED_REQUESTS)
     router.setsockopt(zmq.SNDHWM, QUEUED_REPLIES)
-    router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a reply that cannot be queued raises: counted, not lost unseen
+    router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a reply that cannot be queued raises: it is counted
     router.setsockopt(zmq.RCVBUF, SOCKET_BUFFER_BYTES)
     router.setsockopt(zmq.SNDBUF, SOCKET_BUFFER_BYTES)
     router.setsockopt(zmq.BACKLOG, BACKLOG)

@@ -136,6 +136,9 @@ def stop_at_start(message):
     """A bad setting: one ERROR record naming it, then exit code 2, as for a
     bad command line — not a traceback, not a server quietly listening
     somewhere else. (Logging may not be set up yet: a handler of its own.)"""
+    if sys.stdout is None:  # started with stdout closed: say it where we can
+        print(message, file=sys.stderr, flush=True)
+        sys.exit(2)
     handler = logbook.StreamHandler(sys.stdout, level="ERROR")
     handler.formatter = json_record
     with handler.applicationbound():
@@ -231,7 +234,7 @@ def bounded_router(context):
     router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)  # no frame is bigger than its message
     router.setsockopt(zmq.RCVHWM, QUEUED_REQUESTS)
     router.setsockopt(zmq.SNDHWM, QUEUED_REPLIES)
-    router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a reply that cannot be queued raises: counted, not lost unseen
+    router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a reply that cannot be queued raises: it is counted
     router.setsockopt(zmq.RCVBUF, SOCKET_BUFFER_BYTES)
     router.setsockopt(zmq.SNDBUF, SOCKET_BUFFER_BYTES)
     router.setsockopt(zmq.BACKLOG, BACKLOG)
@@ -380,6 +383,8 @@ def drain(router, quiet_ms, timeout_s):
 
 
 def run(stdout):
+    if sys.stdout is None:
+        stop_at_start("stdout is closed: the echo server logs there")
     # The logger's own level makes a disabled log.debug() nearly free.
     log.level = stdout.level = LOG_LEVEL
     # Some settings only using them can check: a name that does not resolve,
@@ -393,14 +398,16 @@ def run(stdout):
     try:
         metrics = MetricsServer(METRICS_PORT)
     except OSError as error:
-        stop_at_start(f"bad setting METRICS_PORT={METRICS_PORT!r}: expected a port this process can bind ({error})")
+        stop_at_start(f"bad setting METRICS_PORT={METRICS_PORT!r}: expected a port this process can bind "
+                      f"({error})")
     threading.Thread(target=metrics.serve_forever, daemon=True).start()
     context = zmq.Context()
     router = bounded_router(context)
     try:
         router.bind(ECHO_BIND)
     except zmq.ZMQError as error:
-        stop_at_start(f"bad setting ECHO_BIND={ECHO_BIND!r}: expected an address and port this host can bind ({error})")
+        stop_at_start(f"bad setting ECHO_BIND={ECHO_BIND!r}: expected an address and port this host can "
+                      f"bind ({error})")
     log.info("echo server listening on {}", ECHO_BIND)
     signal_name = serve(router)
     log.info("{} received, draining", signal_name)
