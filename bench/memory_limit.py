@@ -1,9 +1,9 @@
 """A stage's server as a real process held to its Deployment's memory limit,
-as the kubelet would hold it: inside a cgroup (v1 memory controller) with
-resources.limits.memory, so an attack that would get a replica OOM-killed
-gets this process OOM-killed too. Without a writable cgroup v1 memory
-controller, the process runs free and its peak RSS (VmHWM) is compared with
-the limit instead.
+as the kubelet would hold it: inside a memory cgroup (workshop/backends/
+cgroups.py) with resources.limits.memory, so an attack that would get a
+replica OOM-killed gets this process OOM-killed too. Without a writable
+memory cgroup, the process runs free and its peak RSS (VmHWM) is compared
+with the limit instead.
 
     with ContainedServer("01") as server:
         ...attack server.endpoint...
@@ -14,7 +14,6 @@ worktree of an older commit), to show that the attacks take the old code down.
 """
 
 import ast
-import itertools
 import os
 import re
 import shutil
@@ -23,23 +22,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from workshop.manifests import render
+from workshop.backends.cgroups import MemoryCgroup
+from workshop.backends.cgroups import launcher as cgroup_launcher
+from workshop.manifests import quantity_bytes, render
 from workshop.process import ServerProcess, free_port
 from workshop.stages import STAGES_DIR, resolve
-
-MEMORY_CGROUPS = Path("/sys/fs/cgroup/memory")
-QUANTITY_SUFFIXES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 10**3, "M": 10**6, "G": 10**9}
-
-# Put before the server's own arguments (ServerProcess's launcher): join the
-# cgroup, optionally set the open-file soft limit a container runtime would
-# give, then exec the server in the same process. Joining before exec means
-# every page the server ever touches is charged to the cgroup.
-JOIN_THEN_EXEC = ["-c", "import os, resource, sys\n"
-                        "procs, nofile, *command = sys.argv[1:]\n"
-                        "if procs: open(procs, 'w').write(str(os.getpid()))\n"
-                        "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
-                        "if nofile: resource.setrlimit(resource.RLIMIT_NOFILE, (int(nofile), hard))\n"
-                        "os.execv(sys.executable, [sys.executable, *command])\n"]
 
 
 def stages_dir():
@@ -79,34 +66,12 @@ def _arithmetic(node):
     raise ValueError(f"not a plain number: {ast.unparse(node)}")
 
 
-def quantity_bytes(text):
-    """A Kubernetes memory quantity ("128Mi", "1G", "134217728") in bytes."""
-    text = str(text)
-    for suffix, factor in QUANTITY_SUFFIXES.items():
-        if text.endswith(suffix):
-            return int(float(text[: -len(suffix)]) * factor)
-    return int(text)
-
-
 def memory_limit_bytes(stage):
     """resources.limits.memory of the stage's Deployment, as rendered."""
     objects = render(stage_path(stage) / "k8s")
     (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     return quantity_bytes(container["resources"]["limits"]["memory"])
-
-
-def own_memory_cgroup():
-    """This process's cgroup in the v1 memory hierarchy, or None."""
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if "memory" in controllers.split(","):
-            return MEMORY_CGROUPS / path.lstrip("/")
-    return None
 
 
 def raise_open_file_limit():
@@ -116,54 +81,6 @@ def raise_open_file_limit():
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
-
-
-class MemoryCgroup:
-    """A child of our own memory cgroup (so whatever already accounts for us
-    still accounts for it), limited to `limit` bytes, swap included."""
-
-    _names = itertools.count()
-
-    def __init__(self, limit):
-        parent = own_memory_cgroup()
-        self.path = parent / f"echo-attack-{os.getpid()}-{next(self._names)}"
-        self.path.mkdir()
-        self._write("memory.limit_in_bytes", limit)
-        if (self.path / "memory.memsw.limit_in_bytes").exists():
-            self._write("memory.memsw.limit_in_bytes", limit)  # no escape into swap
-
-    @staticmethod
-    def usable():
-        parent = own_memory_cgroup()
-        return parent is not None and (parent / "memory.limit_in_bytes").exists() and os.access(parent, os.W_OK)
-
-    def _write(self, name, value):
-        (self.path / name).write_text(str(value))
-
-    def _read(self, name):
-        return (self.path / name).read_text()
-
-    @property
-    def procs(self):
-        return self.path / "cgroup.procs"
-
-    def peak_bytes(self):
-        return int(self._read("memory.max_usage_in_bytes"))
-
-    def usage_bytes(self):
-        return int(self._read("memory.usage_in_bytes"))
-
-    def oom_kills(self):
-        """The kernel's OOM kills in this cgroup (0 on kernels that do not count)."""
-        fields = dict(line.split() for line in self._read("memory.oom_control").splitlines())
-        return int(fields.get("oom_kill", 0))
-
-    def remove(self):
-        """Only once its processes are gone; the charges move to the parent."""
-        try:
-            self.path.rmdir()
-        except FileNotFoundError:
-            pass
 
 
 class ContainedServer:
@@ -180,10 +97,10 @@ class ContainedServer:
         env = {"ECHO_BIND": self.endpoint, **(env or {})}
         if self.metrics_port:
             env.setdefault("METRICS_PORT", self.metrics_port)
-        self.cgroup = MemoryCgroup(self.limit) if MemoryCgroup.usable() else None
+        self.cgroup = MemoryCgroup(self.limit) if MemoryCgroup.why_not() is None else None
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="echo-attack-"))
-        launcher = [*JOIN_THEN_EXEC, str(self.cgroup.procs) if self.cgroup else "", str(open_files or "")]
+        launcher = cgroup_launcher(self.cgroup, open_files)
         self.process = ServerProcess(stage_path(stage) / "echo_server.py", env,
                                      self.workdir / f"{self.stage}-{self.port}.log", launcher=launcher)
         self.env = self.process.env

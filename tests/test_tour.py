@@ -3,7 +3,8 @@
 import subprocess
 import sys
 
-from support import ROOT
+from support import ROOT, STAGES
+from workshop import tour
 
 
 def test_tour_prints_one_working_line_per_stage():
@@ -11,10 +12,18 @@ def test_tour_prints_one_working_line_per_stage():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert [line.split()[0] for line in lines] == [
-        "01-plain", "02-logging", "03-probes", "04-shutdown", "05-metrics"]
-    assert "echoed 1000/1000" in lines[0]
-    assert "1 JSON ERROR record" in lines[1]
-    assert "exits 0 while serving, 1 after a hang" in lines[2]
-    assert "2000 answered, exit 0" in lines[3]
-    assert "echo_requests_total rose by 500 for 500 echoes" in lines[4]
+    assert [line.split()[0] for line in lines] == STAGES
+    shown = dict(zip(STAGES, lines))
+    assert "echoed 1000/1000" in shown["01-plain"]
+    assert "1 JSON ERROR record" in shown["02-logging"]
+    assert "exits 0 while serving, 1 after a hang" in shown["03-probes"]
+    assert "2000 answered, exit 0" in shown["04-shutdown"]
+    assert "echo_requests_total rose by 500 for 500 echoes" in shown["05-metrics"]
+    assert "500/500 echoed" in shown["06-limits"]
+    assert "exit 2, one record: bad setting ECHO_BIND='tcp://*:99999'" in shown["07-settings"]
+
+
+def test_a_stage_is_toured_by_what_its_folder_says_it_adds():
+    assert [tour.lesson(stage, previous) for previous, stage in zip([None, *STAGES], STAGES)] == [
+        ["crash-only echo"], ["logging"], ["probes"], ["graceful shutdown"], ["metrics"], ["limits"],
+        ["checked settings"]]

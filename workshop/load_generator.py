@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import zmq
 
 from .client import echo_once, send_fault
+from .hostile import HostileClient
 
 
 @dataclass
@@ -206,6 +207,7 @@ class LoadSpec:
     timeout_s: float = 1.0           # a request unanswered for this long is lost
     max_s: float = 20                # the load stops by then at the latest
     fault: str | None = None         # crash, hang or slow:<ms>, sent to one replica...
+    attack: str | None = None        # ...or a hostile client on it (hostile.ATTACKS), from...
     fault_at_s: float = 1.0          # ...this long after the load started
     naive_rate: float = 0            # a naive client through the Service too, at this rate
 
@@ -259,9 +261,11 @@ def run_load(feed, spec, service_address=None, on_started=None, on_fault=None, s
         naive_thread = threading.Thread(target=run_naive, name="naive-load", daemon=True)
         naive_thread.start()
 
+    hostile = []
+
     def during(t):
-        if spec.fault and outcome.fault is None and t >= spec.fault_at_s:
-            outcome.fault = send_fault_to_first_endpoint(feed, spec.fault, t)
+        if (spec.fault or spec.attack) and outcome.fault is None and t >= spec.fault_at_s:
+            outcome.fault = strike_first_endpoint(feed, spec, t, hostile)
             if outcome.fault and on_fault:
                 on_fault(outcome.fault)
         return stop.is_set()
@@ -269,7 +273,9 @@ def run_load(feed, spec, service_address=None, on_started=None, on_fault=None, s
         outcome.aware = LoadGenerator(feed, rate=spec.rate, timeout_s=spec.timeout_s).run(
             spec.max_s, during=during, start=start)
     finally:
-        stop.set()  # the naive client stops with the aware one
+        stop.set()  # the naive client and the hostile one stop with the aware one
+        for client in hostile:
+            client.stop()
         if naive_thread is not None:
             naive_thread.join()
     if naive_errors:
@@ -277,14 +283,18 @@ def run_load(feed, spec, service_address=None, on_started=None, on_fault=None, s
     return outcome
 
 
-def send_fault_to_first_endpoint(feed, command, t):
-    """The fault goes to the ready endpoint whose pod name sorts first
-    (None while there is none: the caller tries again)."""
+def strike_first_endpoint(feed, spec, t, hostile):
+    """The spec's fault, or its hostile client (appended to `hostile`), goes
+    to the ready endpoint whose pod name sorts first (None while there is
+    none: the caller tries again)."""
     _, endpoints = feed.snapshot()
     if not endpoints:
         return None
     victim = min(endpoints)
-    send_fault(victim.address, command)
+    if spec.attack:
+        hostile.append(HostileClient(victim.address, spec.attack).start())
+    else:
+        send_fault(victim.address, spec.fault)
     return FaultSent(victim.pod, victim.address, round(t, 3))
 
 

@@ -20,6 +20,7 @@ from .stages import stage_dir
 
 SUPPORTED_KUSTOMIZE_KEYS = {"apiVersion", "kind", "namespace", "resources"}
 CLUSTER_SCOPED_KINDS = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
+QUANTITY_SUFFIXES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 10**3, "M": 10**6, "G": 10**9}
 
 
 def kubectl_command():
@@ -69,6 +70,15 @@ def render_without_kubectl(kustomization_dir):
                 if subject.get("kind") == "ServiceAccount":
                     subject["namespace"] = namespace
     return objects
+
+
+def quantity_bytes(text):
+    """A Kubernetes memory quantity ("128Mi", "1G", "134217728") in bytes."""
+    text = str(text)
+    for suffix, factor in QUANTITY_SUFFIXES.items():
+        if text.endswith(suffix):
+            return int(float(text[: -len(suffix)]) * factor)
+    return int(text)
 
 
 @dataclass
@@ -122,6 +132,7 @@ class StageSpec:
     labels: dict = field(default_factory=dict)
     service: str | None = None        # the Service in front of the pods...
     service_port: int | None = None   # ...and its port for the echo protocol
+    memory_limit: int | None = None   # resources.limits.memory, bytes
 
     @property
     def echo_port(self):
@@ -151,6 +162,7 @@ def load_stage(stage):
     (container,) = pod["containers"]
     ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
     pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command")
+    memory_limit = container.get("resources", {}).get("limits", {}).get("memory")
     replicas = deployment["spec"].get("replicas", 1)
     surge, unavailable = rolling_update_numbers(deployment["spec"].get("strategy", {}), replicas)
     return StageSpec(
@@ -172,4 +184,5 @@ def load_stage(stage):
         labels=deployment["spec"]["selector"]["matchLabels"],
         service=service["metadata"]["name"],
         service_port=next(p["port"] for p in service["spec"]["ports"] if p.get("name") == "zmq"),
+        memory_limit=memory_limit and quantity_bytes(memory_limit),
     )

@@ -4,50 +4,74 @@ a PNG plot. Built from the result records only, never from logs."""
 import json
 from pathlib import Path
 
+from .losses import CAUSES
+
 LOST_BAND_MS = 200_000  # where lost requests are drawn: far above any latency
 
+# What each row shows, told by capability rather than by stage number, so a
+# new stage needs no entry here.
 LESSONS = {
     "steady": "Nothing happens. The baseline: every stage answers in well under a millisecond.",
-    "rolling-restart": "Every replica replaced under load. 01-03 run as PID 1 without a SIGTERM handler: "
+    "rolling-restart": "Every replica replaced under load. A stage without a SIGTERM handler runs as PID 1: "
                        "SIGTERM is ignored, each old pod runs on out of the endpoints until SIGKILL at the "
-                       "30 s grace period. 04+ serve through preStop, drain, exit 0 in seconds: 0 lost, "
-                       "no SIGKILL.",
+                       "30 s grace period. With a handler and preStop, pods serve through preStop, drain and "
+                       "exit 0 in seconds: 0 lost, no SIGKILL.",
     "rolling-restart, naive client via Service": "A naive client through the Service, beside the "
                        "endpoint-aware one: its connection stays on its pod until that pod's process is gone.",
-    "rolling-restart-init": "The same rollout with Python not PID 1 (tini, dumb-init): SIGTERM kills 01-03 "
-                            "at once, with the requests in flight; 04+ still lose nothing.",
+    "rolling-restart-init": "The same rollout with Python not PID 1 (tini, dumb-init): SIGTERM kills a stage "
+                            "without a handler at once, with the requests in flight (going-away: sent before the "
+                            "client heard); with a handler it still loses nothing.",
     "pod-kill": "One replica deleted: the same lesson as the rollout, for one pod.",
-    "crash": "A crash fault. Every stage is restarted; from 02 the crash is ONE log record "
+    "crash": "A crash fault. Every stage is restarted; with logging the crash is ONE log record "
              "carrying its traceback instead of a dozen loose lines.",
-    "hang": "A hang fault: the process lives, its loop does not. 01-02 keep receiving traffic until "
-            "the end; 03+ leave rotation when the liveness kill is done: two failed checks, then the "
-            "grace period (TCP readiness still passes meanwhile).",
-    "slow-start": "A rollout to replicas that need 2 s to start. Without a readiness probe (01-02) "
-                  "requests wait for the socket; 03+ send nothing before it is ready.",
-    "scale-down": "Two of three replicas removed under load: again 01-03 wait for SIGKILL, 04+ drain.",
+    "hang": "A hang fault: the process lives, its loop does not. Without a liveness probe the replica keeps "
+            "receiving traffic until the end; with one it leaves rotation when the liveness kill is done: "
+            "two failed checks, then the grace period (TCP readiness still passes meanwhile).",
+    "slow-start": "A rollout to replicas that need 2 s to start. Without a readiness probe requests are sent "
+                  "to a socket nobody listens on yet and wait; with one nothing is sent before it is ready.",
+    "scale-down": "Two of three replicas removed under load: again a stage without a SIGTERM handler waits "
+                  "for SIGKILL, one with a handler drains.",
+    "hostile-client": "One client sends megabyte frames to one replica and never reads. Without limits the "
+                      "replica queues the echoes until the kernel OOM-kills it at its Deployment's memory limit, "
+                      "twice while we watch, with the requests in flight (killed); with limits it drops that "
+                      "peer at its first frame and holds.",
 }
 
+
+def lost(result):
+    """"lost 0", or "lost 243 going-away", or "lost 250: 243 going-away + 7 not-listening"."""
+    causes = result.lost_by_cause or {}
+    if not result.lost or not causes:
+        return f"lost {result.lost}"
+    if len(causes) == 1:
+        return f"lost {result.lost} {next(iter(causes))}"
+    return f"lost {result.lost}: " + " + ".join(f"{count} {cause}" for cause, count in causes.items())
 
 
 def cell(result):
     """The one thing to read in a scoreboard cell for this scenario."""
     r = result
+    if r.no_figure:
+        return f"no figure: {r.no_figure}"
+    if r.scenario == "hostile-client":
+        held = f"OOM-killed {r.oom_kills}x" if r.oom_kills else "held"
+        return f"{held}, {lost(r)}"
     if r.scenario == "steady":
         return f"p99 {r.p99_ms:.2f} ms" if r.p99_ms is not None else "no answer"
     if r.scenario == "crash":
         return f"{r.restarts} restart, {r.crash_log_records} log rec."
     if r.scenario == "hang":
         out = f"out after {r.recover_s:.1f} s" if r.recover_s is not None else "never out"
-        return f"lost {r.lost}, {out}"
+        return f"{lost(r)}, {out}"
     if r.scenario == "slow-start":
         return f"{r.early} early, max {r.max_ms:.0f} ms"
     if r.scenario in ("pod-kill", "scale-down"):
         gone = f"gone in {max(r.pod_exit_s):.1f} s" if r.pod_exit_s else "not gone"
-        return f"lost {r.lost}, {r.sigkills} SIGKILL, {gone}"
+        return f"{lost(r)}, {r.sigkills} SIGKILL, {gone}"
     if r.scenario.startswith("rolling-restart"):
         done = f"{r.rollout_s:.1f} s" if r.rollout_s is not None else "not done"
-        return f"lost {r.lost}, {r.sigkills} SIGKILL, {done}"
-    return f"lost {r.lost}/{r.sent}"
+        return f"{lost(r)}, {r.sigkills} SIGKILL, {done}"
+    return f"{lost(r)} of {r.sent}"
 
 
 def via_service_cell(result):
@@ -91,17 +115,20 @@ def markdown(results, backend, plot_name=None):
     out += ["| " + " | ".join(row) + " |" for row in rows]
     if plot_name:
         out += ["", f"![latency over time, lost requests marked]({plot_name})"]
-    out += ["", "## What each scenario shows", ""]
+    out += ["", "Lost requests are counted by cause (workshop/losses.py): " + "; ".join(
+        f"**{cause}**" for cause in CAUSES) + ".", "", "## What each scenario shows", ""]
     out += [f"- **{row[0]}**: {LESSONS[row[0]]}" for row in rows]
     out += ["", "## Every number", "",
             "| scenario | stage | sent | answered | lost | p50 ms | p99 ms | max ms | slow | recover s "
             "| rollout ready s | rollout done s | SIGKILLs | deletion to gone s | via Service lost/sent "
-            "| restarts |", "|---" * 16 + "|"]
+            "| restarts | OOM kills | lost, by cause |", "|---" * 18 + "|"]
     for r in results:
         via = f"{r.via_service_lost}/{r.via_service_sent}" if r.via_service_sent is not None else ""
+        causes = ", ".join(f"{cause} {count}" for cause, count in (r.lost_by_cause or {}).items())
         out.append(f"| {r.scenario} | {r.stage} | {r.sent} | {r.answered} | {r.lost} | {r.p50_ms} | "
                    f"{r.p99_ms} | {r.max_ms} | {r.slow} | {r.recover_s} | {r.rollout_ready_s} | {r.rollout_s} "
-                   f"| {r.sigkills} | {', '.join(map(str, r.pod_exit_s))} | {via} | {r.restarts} |")
+                   f"| {r.sigkills} | {', '.join(map(str, r.pod_exit_s))} | {via} | {r.restarts} "
+                   f"| {r.oom_kills if r.oom_kills is not None else ''} | {causes or (r.no_figure or '')} |")
     return "\n".join(out) + "\n"
 
 

@@ -12,6 +12,8 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from .load_generator import LoadSpec
+from .losses import lost_by_cause
+from .manifests import load_stage
 from .stages import resolve
 
 RATE = 500             # requests per second: several runs share two cores
@@ -31,6 +33,7 @@ class ScenarioResult:
     sent: int = 0
     answered: int = 0
     lost: int = 0
+    lost_by_cause: dict = field(default_factory=dict)  # losses.CAUSES -> how many
     p50_ms: float | None = None
     p99_ms: float | None = None
     max_ms: float | None = None
@@ -47,6 +50,8 @@ class ScenarioResult:
     early: int | None = None         # sent to a replica before it could answer
     lost_to_hung: int | None = None
     sent_to_hung: int | None = None
+    oom_kills: int | None = None     # containers the kernel killed at their memory limit
+    no_figure: str | None = None     # why this run could not measure what it is for
     duration_s: float = 0            # of the load
     wall_s: float = 0                # of the whole run, deployment included
     timeline: list = field(default_factory=list)  # (t s, latency ms or None if lost)
@@ -57,14 +62,20 @@ class ScenarioResult:
 
 class Scenario:
     """A run of one scenario: load for at most `max_s`; the scenario's one
-    event at `event_at_s` (an action on the Deployment, or a fault the load
-    sends to one replica), then a watch for recovery."""
+    event at `event_at_s` (an action on the Deployment, or a fault or a
+    hostile client the load sends to one replica), then a watch for recovery.
+
+    A scenario says what it does in `act()` (or `fault` / `attack`), notes
+    what it sees after the event in `watch(t)` (the result's milestones), says
+    when things are back to normal in `recovered(t)` (a question only), and
+    fills in its own figures in `finish()` once the load is over."""
 
     name = "scenario"
     max_s = 20
     timeout_s = TIMEOUT_S
     event_at_s = 1.0
     fault = None       # crash, hang, ...: sent by the load generator at event_at_s
+    attack = None      # a hostile client the load generator turns on one replica (hostile.ATTACKS)
     naive_rate = 0     # a naive client through the Service beside the endpoint-aware one
     init_process = False
     deletes_pods = False  # waits for deleted pods to be gone: a grace period, if they ignore SIGTERM
@@ -74,17 +85,20 @@ class Scenario:
         self.backend = backend
         self.stage = resolve(stage)
         self.result = ScenarioResult(stage=self.stage, scenario=self.name, backend=backend.name)
-        self.event_t = None     # when the event happened, in load-time seconds
+        self.event_t = None      # when the event happened, in load-time seconds
         self.event_clock = None  # ... and on this process's monotonic clock
-        self.done_t = None      # when the scenario saw things back to normal
-        self.load = None
+        self.done_t = None       # when the scenario saw things back to normal
+        self.load = None         # the running load's handle (Backend.start_load)
+        self.victim = None       # the pod the event struck, where it strikes one
+        self.restarts_before = 0
+        self.samples = []        # the endpoint-aware client's (sent at, latency or None, endpoint)
 
     def run(self):
         self.backend.deploy(self.stage, env={"ECHO_FAULTS": "1"}, init_process=self.init_process)
         self.restarts_before = sum(p.restarts for p in self.backend.pods())
         self.load = self.backend.start_load(LoadSpec(
-            rate=RATE, timeout_s=self.timeout_s, max_s=self.max_s, fault=self.fault, fault_at_s=self.event_at_s,
-            naive_rate=self.naive_rate))
+            rate=RATE, timeout_s=self.timeout_s, max_s=self.max_s, fault=self.fault, attack=self.attack,
+            fault_at_s=self.event_at_s, naive_rate=self.naive_rate))
         deadline = time.monotonic() + self.max_s + LOAD_START_BOUND_S
         while not self.load.finished():
             if time.monotonic() > deadline:
@@ -101,17 +115,23 @@ class Scenario:
         if self.done_t is not None:
             return t >= self.done_t + SETTLE_S
         if self.event_t is None:
-            if self.fault and self.load.fault is not None:
+            if self.strikes_from_the_load and self.load.fault is not None:
                 # sent at fault.t on the load's clock: seen here a moment later
                 self.event_t = self.load.fault.t
                 self.event_clock = time.monotonic() - (t - self.event_t)
                 self.victim = self.load.fault.pod
-            elif not self.fault and t >= self.event_at_s:
+            elif not self.strikes_from_the_load and t >= self.event_at_s:
                 self.event_t, self.event_clock = t, time.monotonic()
                 self.act()
-        elif self.recovered(t):
+            return False
+        self.watch(t)
+        if self.recovered(t):
             self.done_t = t
         return False
+
+    @property
+    def strikes_from_the_load(self):
+        return bool(self.fault or self.attack)
 
     @classmethod
     def expected_s(cls, spec):
@@ -123,10 +143,21 @@ class Scenario:
     def act(self):
         """Do the scenario's one thing to the Deployment."""
 
+    def watch(self, t):
+        """Note what has happened by load time `t`, after the event."""
+
     def recovered(self, t):
         """True once the Deployment is back to normal after the event; by
         default two seconds after it (Steady's event does nothing)."""
         return t >= self.event_t + 2
+
+    def note_recovery(self, t):
+        if self.result.recover_s is None:
+            self.result.recover_s = round(t - self.event_t, 2)
+
+    def note_rollout_ready(self, t):
+        if self.result.rollout_ready_s is None and self.backend.rollout_complete():
+            self.result.rollout_ready_s = round(t - self.event_t, 2)
 
     def finish(self):
         """Fill in scenario-specific fields once the load has stopped."""
@@ -146,6 +177,12 @@ class Scenario:
         r.timeline = thin([(round(t, 3), None if lat is None else round(lat * 1000, 3))
                            for t, lat, _ in load.samples])
         self.samples = load.samples
+        pods = self.backend.pod_history()
+        hung = None
+        if self.fault == "hang" and outcome.fault is not None:
+            hung = (outcome.fault.pod, self.load.started_at + outcome.fault.t)
+        r.lost_by_cause = lost_by_cause(load.samples, pods, self.load.started_at, self.timeout_s, hung)
+        r.oom_kills = sum(p.oom_kills for p in pods)
         if outcome.naive is not None:
             r.via_service_sent, r.via_service_lost = outcome.naive.sent, outcome.naive.lost
         terminations = self.backend.terminations()
@@ -192,9 +229,10 @@ class RollingRestart(Scenario):
     def act(self):
         self.backend.rollout_restart()
 
+    def watch(self, t):
+        self.note_rollout_ready(t)
+
     def recovered(self, t):
-        if self.result.rollout_ready_s is None and self.backend.rollout_complete():
-            self.result.rollout_ready_s = round(t - self.event_t, 2)
         return (self.result.rollout_ready_s is not None and t >= self.min_s
                 and not any(p.terminating for p in self.backend.pods()))
 
@@ -220,12 +258,12 @@ class PodKill(Scenario):
         self.victim = ready[0]
         self.backend.delete_pod(self.victim)
 
+    def watch(self, t):
+        if self.victim not in {p.name for p in self.backend.pods()} and self.backend.rollout_complete():
+            self.note_recovery(t)
+
     def recovered(self, t):
-        names = {p.name for p in self.backend.pods()}
-        back = self.victim not in names and self.backend.rollout_complete()
-        if back and self.result.recover_s is None:
-            self.result.recover_s = round(t - self.event_t, 2)
-        return back
+        return self.result.recover_s is not None
 
 
 class Crash(Scenario):
@@ -235,12 +273,13 @@ class Crash(Scenario):
     max_s = 30
     fault = "crash"
 
-    def recovered(self, t):
+    def watch(self, t):
         pod = self.victim_status()
-        back = pod is not None and pod.restarts > 0 and pod.ready
-        if back and self.result.recover_s is None:
-            self.result.recover_s = round(t - self.event_t, 2)
-        return back
+        if pod is not None and pod.restarts > 0 and pod.ready:
+            self.note_recovery(t)
+
+    def recovered(self, t):
+        return self.result.recover_s is not None
 
     def finish(self):
         """How many log records the crash left: what `kubectl logs --previous`
@@ -269,10 +308,12 @@ class Hang(Scenario):
         probe = spec.liveness
         return cls.max_s if probe is None else probe.period_s * probe.failure_threshold + spec.grace_s + 3
 
-    def recovered(self, t):
+    def watch(self, t):
         _, endpoints = self.backend.feed.snapshot()
-        if self.result.recover_s is None and self.victim not in {e.pod for e in endpoints}:
-            self.result.recover_s = round(t - self.event_t, 2)
+        if self.victim not in {e.pod for e in endpoints}:
+            self.note_recovery(t)
+
+    def recovered(self, t):
         return self.result.recover_s is not None
 
     def finish(self):
@@ -310,9 +351,10 @@ class SlowStart(Scenario):
         self.result.early = sum(1 for sent, _, endpoint in self.samples
                                 if sent < first_reply.get(endpoint, float("inf")) - self.early_s)
 
+    def watch(self, t):
+        self.note_rollout_ready(t)
+
     def recovered(self, t):
-        if self.result.rollout_ready_s is None and self.backend.rollout_complete():
-            self.result.rollout_ready_s = round(t - self.event_t, 2)
         return (self.result.rollout_ready_s is not None and t >= self.event_t + self.startup_delay_s + 1
                 and not any(p.terminating for p in self.backend.pods()))
 
@@ -327,16 +369,46 @@ class ScaleDown(Scenario):
     def act(self):
         self.backend.scale(1)
 
-    def recovered(self, t):
+    def watch(self, t):
         pods = self.backend.pods()
-        done = len(pods) == 1 and pods[0].ready
-        if done and self.result.recover_s is None:
-            self.result.recover_s = round(t - self.event_t, 2)
-        return done
+        if len(pods) == 1 and pods[0].ready:
+            self.note_recovery(t)
+
+    def recovered(self, t):
+        return self.result.recover_s is not None
+
+
+class HostileClient(Scenario):
+    """From 1 s on, one client sends megabyte frames to one replica and never
+    reads. A stage without limits echoes them and queues the echoes it cannot
+    send until the kernel OOM-kills it at its Deployment's memory limit (and
+    again when it is back); one with limits drops the peer at its first frame.
+    Where containers are not held to their memory limit here, the attack is
+    not run (it would take this machine's memory instead): the result says why."""
+
+    name = "hostile-client"
+    attack = "megabyte-frames"
+    max_s = 12
+    watch_s = 8  # after the attack started: two OOM kills and the restart between them, if it falls
+
+    def run(self):
+        why_not = self._why_no_figure()
+        if why_not is None:
+            return super().run()
+        self.result.no_figure = why_not
+        return self.result
+
+    def _why_no_figure(self):
+        if load_stage(self.stage).memory_limit is None:
+            return "the Deployment sets no memory limit"
+        return self.backend.memory_limits_held()
+
+    def recovered(self, t):
+        return t >= self.event_t + self.watch_s
 
 
 SCENARIOS = {cls.name: cls for cls in (Steady, RollingRestart, RollingRestartInit, PodKill, Crash, Hang, SlowStart,
-                                        ScaleDown)}
+                                        ScaleDown, HostileClient)}
 
 
 def run_scenario(backend, stage, name):

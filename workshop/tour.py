@@ -1,7 +1,11 @@
 """A quick tour: start each stage on loopback and show its new capability at
-work, one line per stage. No cluster needed; takes a few seconds."""
+work, one line per stage. No cluster needed; takes a few seconds.
+
+What a stage adds is read from its own folder (CAPABILITIES): a new stage
+needs no entry here unless it brings a capability the tour has no show for."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -13,6 +17,7 @@ from urllib.request import urlopen
 import zmq
 
 from .client import send_fault
+from .hostile import HostileClient
 from .process import ServerProcess, free_port
 from .stages import all_stages, stage_dir
 
@@ -56,8 +61,8 @@ class Session:
         self.process.kill()
 
 
-def show_01(workdir):
-    session = Session("01-plain", workdir, ECHO_FAULTS=1)
+def show_crash_only(stage, workdir):
+    session = Session(stage, workdir, ECHO_FAULTS=1)
     started = time.perf_counter()
     answered = session.pipeline(1000)
     elapsed_ms = (time.perf_counter() - started) * 1000
@@ -67,8 +72,8 @@ def show_01(workdir):
     return f"echoed {answered}/1000 pipelined in {elapsed_ms:.0f} ms; a crash ends it (exit {code}): restarting is Kubernetes' job"
 
 
-def show_02(workdir):
-    session = Session("02-logging", workdir, ECHO_FAULTS=1)
+def show_logging(stage, workdir):
+    session = Session(stage, workdir, ECHO_FAULTS=1)
     send_fault(session.endpoint, "crash")
     session.process.wait(10)
     session.close()
@@ -84,17 +89,17 @@ def healthcheck(stage, endpoint):
     return result.returncode, (time.perf_counter() - started) * 1000
 
 
-def show_03(workdir):
-    session = Session("03-probes", workdir, ECHO_FAULTS=1)
-    healthy, _ = healthcheck("03-probes", session.endpoint)
+def show_probes(stage, workdir):
+    session = Session(stage, workdir, ECHO_FAULTS=1)
+    healthy, _ = healthcheck(stage, session.endpoint)
     send_fault(session.endpoint, "hang")
-    hung, hung_ms = healthcheck("03-probes", session.endpoint)
+    hung, hung_ms = healthcheck(stage, session.endpoint)
     session.close()
     return f"liveness check exits {healthy} while serving, {hung} after a hang fault (in {hung_ms:.0f} ms)"
 
 
-def show_04(workdir):
-    session = Session("04-shutdown", workdir)
+def show_shutdown(stage, workdir):
+    session = Session(stage, workdir)
     session.send_many(2000)
     started = time.perf_counter()
     session.process.signal(signal.SIGTERM)
@@ -111,8 +116,8 @@ def requests_counted(metrics_port):
     return float(next(line.split()[1] for line in text.splitlines() if line.startswith("echo_requests_total")))
 
 
-def show_05(workdir):
-    session = Session("05-metrics", workdir)
+def show_metrics(stage, workdir):
+    session = Session(stage, workdir)
     before = requests_counted(session.metrics_port)
     session.pipeline(500)
     after = requests_counted(session.metrics_port)
@@ -120,11 +125,65 @@ def show_05(workdir):
     return f"/metrics: echo_requests_total rose by {after - before:.0f} for 500 echoes"
 
 
-SHOWS = {"01-plain": show_01, "02-logging": show_02, "03-probes": show_03,
-         "04-shutdown": show_04, "05-metrics": show_05}
+def show_limits(stage, workdir):
+    session = Session(stage, workdir)
+    hostile = HostileClient(session.endpoint).start()
+    try:
+        answered = session.pipeline(500)
+    finally:
+        hostile.stop()
+    rss_mb = rss_bytes(session.process.popen.pid) / 1e6
+    session.close()
+    return (f"beside a client sending megabyte frames ({hostile.sent} taken, its peer dropped at each first "
+            f"frame): {answered}/500 echoed, {rss_mb:.0f} MB resident")
+
+
+def show_settings(stage, workdir):
+    result = subprocess.run([sys.executable, "echo_server.py"], cwd=stage_dir(stage),
+                            env={**os.environ, "ECHO_BIND": "tcp://*:99999"}, capture_output=True, text=True,
+                            timeout=10)
+    (record,) = [json.loads(line) for line in result.stdout.splitlines()]
+    return f"ECHO_BIND=tcp://*:99999: exit {result.returncode}, one record: {record['message'].split(': ')[0]}"
+
+
+def rss_bytes(pid):
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0]) * 1024
+
+
+# Each capability a stage can add, in the order the stages add them: how to
+# tell from a stage's own folder that it has it, and its one-line show.
+CAPABILITIES = [
+    ("crash-only echo", lambda folder: True, show_crash_only),
+    ("logging", lambda folder: "import logbook" in source(folder), show_logging),
+    ("probes", lambda folder: (folder / "healthcheck.py").is_file(), show_probes),
+    ("graceful shutdown", lambda folder: "set_wakeup_fd" in source(folder), show_shutdown),
+    ("metrics", lambda folder: "import prometheus_client" in source(folder), show_metrics),
+    ("limits", lambda folder: "MAXMSGSIZE" in source(folder), show_limits),
+    ("checked settings", lambda folder: "def setting(" in source(folder), show_settings),
+]
+
+
+def source(folder):
+    return (folder / "echo_server.py").read_text()
+
+
+def capabilities(stage):
+    folder = stage_dir(stage)
+    return [name for name, has, _ in CAPABILITIES if has(folder)]
+
+
+def lesson(stage, previous):
+    """The capabilities a stage adds to the one before it."""
+    return [name for name in capabilities(stage) if previous is None or name not in capabilities(previous)]
 
 
 def run():
+    shows = {name: show for name, _, show in CAPABILITIES}
+    previous = None
     with tempfile.TemporaryDirectory(prefix="echo-tour-") as workdir:
         for stage in all_stages():
-            print(f"{stage:<12} {SHOWS[stage](workdir)}", flush=True)
+            lines = [shows[name](stage, workdir) for name in lesson(stage, previous)]
+            lines = lines or ["(nothing the tour knows how to show: see its chapter)"]
+            print(f"{stage:<12} {'; '.join(lines)}", flush=True)
+            previous = stage

@@ -2,7 +2,7 @@
 
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -27,6 +27,39 @@ class PodTermination:
     @property
     def sigkilled(self):
         return self.exit_code == 128 + 9
+
+
+@dataclass
+class ContainerRun:
+    """One run of a pod's container (a restart starts the next), on the
+    backend's clock (time.monotonic() of the process that drives it)."""
+
+    started_at: float
+    ended_at: float | None = None     # None: still running
+    reason: str | None = None         # as Kubernetes says: Completed, Error, OOMKilled
+
+
+@dataclass
+class PodHistory:
+    """What a pod did, for telling why a request sent to it was lost."""
+
+    name: str
+    address: str                      # its ZeroMQ endpoint
+    created_at: float
+    deleted_at: float | None = None
+    runs: list = field(default_factory=list)  # ContainerRun, oldest first
+
+    def run_at(self, t):
+        """The run that was going at `t`, else None (not started, or between runs)."""
+        return next((r for r in self.runs if r.started_at <= t and (r.ended_at is None or t < r.ended_at)), None)
+
+    def last_run_before(self, t):
+        ended = [r for r in self.runs if r.ended_at is not None and r.ended_at <= t]
+        return ended[-1] if ended else None
+
+    @property
+    def oom_kills(self):
+        return sum(r.reason == "OOMKilled" for r in self.runs)
 
 
 class Backend(ABC):
@@ -65,6 +98,15 @@ class Backend(ABC):
     @abstractmethod
     def terminations(self):
         """A PodTermination for every pod deleted since deploy()."""
+
+    @abstractmethod
+    def pod_history(self):
+        """A PodHistory for every pod since deploy(), gone ones included."""
+
+    def memory_limits_held(self):
+        """None if each container is held to its memory limit, as a node
+        holds it; else why not, in a few words."""
+        return None
 
     @abstractmethod
     def logs(self, pod_name, previous=False):

@@ -130,6 +130,8 @@ def load_arguments(namespace, service, spec, service_address):
                  "--timeout", str(spec.timeout_s), "--seconds", str(spec.max_s)]
     if spec.fault:
         arguments += ["--fault", spec.fault, "--fault-at", str(spec.fault_at_s)]
+    if spec.attack:
+        arguments += ["--attack", spec.attack, "--fault-at", str(spec.fault_at_s)]
     if spec.naive_rate:
         arguments += ["--naive-rate", str(spec.naive_rate), "--service-address", service_address]
     return arguments
@@ -274,6 +276,7 @@ def parse_args(argv):
     load.add_argument("--timeout", type=float, default=1.0, help="seconds before a request is lost")
     load.add_argument("--seconds", type=float, default=10)
     load.add_argument("--fault", help="crash, hang or slow:<ms>, sent to one replica")
+    load.add_argument("--attack", help="a hostile client on one replica: megabyte-frames")
     load.add_argument("--fault-at", type=float, default=1.0, help="seconds after the load started")
     load.add_argument("--naive-rate", type=float, default=0, help="a naive client through the Service too")
     load.add_argument("--service-address", help="the Service as a ZeroMQ endpoint, e.g. tcp://echo:5555")
@@ -292,7 +295,7 @@ def main(argv=None):
         print(line({"echo": {"endpoints": len(feed.snapshot()[1])}}), flush=True)
         return 0
     spec = LoadSpec(rate=args.rate, timeout_s=args.timeout, max_s=args.seconds, fault=args.fault,
-                    fault_at_s=args.fault_at, naive_rate=args.naive_rate)
+                    attack=args.attack, fault_at_s=args.fault_at, naive_rate=args.naive_rate)
     outcome = run_load(feed, spec, args.service_address,
                        on_started=lambda: print(line(started_record()), flush=True),
                        on_fault=lambda fault: print(line({"fault": asdict(fault)}), flush=True))

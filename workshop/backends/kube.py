@@ -30,7 +30,7 @@ from kubernetes.client.rest import ApiException
 
 from ..manifests import load_stage, render
 from ..stages import stage_dir
-from .base import Backend, PodStatus, PodTermination
+from .base import Backend, ContainerRun, PodHistory, PodStatus, PodTermination
 from .cluster_job import JobLoad, read_log
 from .endpointslices import EndpointSliceWatcher
 from .list_watch import ListWatcher, has_labels, label_selector
@@ -69,6 +69,7 @@ class KubeBackend(Backend):
         self.feed = None
         self._watchers = []
         self._terminations = {}   # pod name -> PodTermination
+        self._histories = {}      # pod name -> PodHistory
 
     # -- applying manifests --
 
@@ -174,6 +175,9 @@ class KubeBackend(Backend):
     def terminations(self):
         return list(self._terminations.values())
 
+    def pod_history(self):
+        return list(self._histories.values())
+
     def logs(self, pod_name, previous=False):
         try:
             return read_log(self.core, pod_name, self.spec.namespace, previous=previous)
@@ -195,10 +199,13 @@ class KubeBackend(Backend):
     def _watch(self):
         namespace = self.spec.namespace
         # This deploy's own record: a late event of an earlier deploy's watch cannot reach it.
-        terminations = self._terminations = {}
+        terminations, histories = self._terminations, self._histories = {}, {}
+
+        def pod_changed(kind, pod):
+            self._note_termination(terminations, kind, pod)
+            note_history(histories, pod, self.spec.echo_port)
         self._pods = ListWatcher(self.api_client, self.core.list_namespaced_pod, namespace,
-                                 on_change=lambda kind, pod: self._note_termination(terminations, kind, pod),
-                                 labels=self.spec.labels).start()
+                                 on_change=pod_changed, labels=self.spec.labels).start()
         self._deployments = ListWatcher(self.api_client, self.apps.list_namespaced_deployment, namespace,
                                         field_selector=f"metadata.name={self.spec.name}").start()
         slices = EndpointSliceWatcher(self.api_client, namespace, self.spec.service).start()
@@ -253,6 +260,34 @@ class KubeBackend(Backend):
     def _pods_left(self):
         pods = self.core.list_namespaced_pod(self.spec.namespace, label_selector=label_selector(self.spec.labels))
         return [p for p in pods.items if has_labels(p.metadata.labels, self.spec.labels)]  # checked here too
+
+
+def note_history(histories, pod, port):
+    """A pod's life as the watch shows it, on this process's clock (when each
+    change was seen): created, deleted, and each run of its container. The
+    open run ends when the container is terminated, or waits to restart, or
+    runs again with a higher restartCount (a restart between two events); its
+    reason is the API's (Completed, Error, OOMKilled)."""
+    now, name = time.monotonic(), pod["metadata"]["name"]
+    status = pod.get("status") or {}
+    history = histories.setdefault(name, PodHistory(name, "", created_at=now))
+    if status.get("podIP"):
+        history.address = f"tcp://{status['podIP']}:{port}"
+    if pod["metadata"].get("deletionTimestamp") and history.deleted_at is None:
+        history.deleted_at = now
+    container = next(iter(status.get("containerStatuses") or []), None)
+    if container is None:
+        return
+    state = container.get("state") or {}
+    previous = (container.get("lastState") or {}).get("terminated")
+    open_run = history.runs[-1] if history.runs and history.runs[-1].ended_at is None else None
+    if open_run is not None:
+        restarted = "running" in state and len(history.runs) <= container.get("restartCount", 0)
+        ended = state.get("terminated") or (previous if restarted or "waiting" in state else None)
+        if ended is not None:
+            open_run.ended_at, open_run.reason = now, ended.get("reason")
+    if "running" in state and (not history.runs or history.runs[-1].ended_at is not None):
+        history.runs.append(ContainerRun(started_at=now))
 
 
 def container_exit_code(pod):

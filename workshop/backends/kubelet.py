@@ -17,7 +17,8 @@ import time
 
 from ..process import ServerProcess, free_port
 from ..stages import stage_dir
-from .base import PodTermination
+from .base import ContainerRun, PodHistory, PodTermination
+from .cgroups import MemoryCgroup, launcher
 
 BACKOFF_MAX_S = 300       # the kubelet's cap on CrashLoopBackOff
 BACKOFF_RESET_S = 600     # running this long forgets earlier crashes
@@ -32,8 +33,7 @@ KILL_EXTRA_S = 2          # the kubelet's extra grace when preStop used it all
 # replaces it, SIGKILL still kills, and SIGINT gets Python's own handler
 # either way. (A container with an init process, tini say, makes Python an
 # ordinary process that SIGTERM kills at once: `init_process=True`.)
-AS_PID_1 = ["-c", "import os, signal, sys; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-                  "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"]
+AS_PID_1 = launcher(as_pid_1=True)
 
 
 def local_command(command):
@@ -115,6 +115,8 @@ class Pod:
         self.backoff_initial_s = backoff_initial_s
         self.init_process = init_process
         self.termination = None  # a PodTermination once deleted
+        self.history = PodHistory(name, self.address, created_at=time.monotonic())
+        self.cgroup = None  # the running container's memory cgroup, if limits are held here
         self.container = None
         self.container_started_at = None
         self.restarts = 0
@@ -180,6 +182,7 @@ class Pod:
             return
         self.deleted = True
         self.termination = PodTermination(self.name, deleted_at=now)
+        self.history.deleted_at = now
         self.event("deleted")
         self._set_ready(False)
         if self.container is not None and self.killing is None:
@@ -191,6 +194,7 @@ class Pod:
             self.killing.abort()
         if self.container is not None:
             self.container.kill()
+        self._release_cgroup()
         self.gone = True
 
     def _start_container(self, now):
@@ -200,10 +204,13 @@ class Pod:
             env["METRICS_PORT"] = str(free_port())
         self.metrics_port = env.get("METRICS_PORT")
         self.container_logs.append(self.log_dir / f"{self.name}.{len(self.container_logs)}.log")
-        launcher = [] if self.init_process else AS_PID_1
-        self.container = ServerProcess.of_stage(self.spec.stage, env, self.container_logs[-1],
-                                                launcher=launcher).start()
+        if self.spec.memory_limit and MemoryCgroup.why_not() is None:
+            self.cgroup = MemoryCgroup(self.spec.memory_limit)  # a container's own, as the runtime makes one
+        self.container = ServerProcess.of_stage(
+            self.spec.stage, env, self.container_logs[-1],
+            launcher=launcher(self.cgroup, as_pid_1=not self.init_process)).start()
         self.container_started_at = now
+        self.history.runs.append(ContainerRun(started_at=now))
         self.started = self.spec.startup is None
         self.probes = {kind: ProbeState(probe, now) for kind, probe in (
             ("startup", self.spec.startup), ("readiness", self.spec.readiness),
@@ -219,6 +226,8 @@ class Pod:
         self.container.kill()  # reap
         code = self.container.exit_code()
         self.container = None
+        self.history.runs[-1].ended_at, self.history.runs[-1].reason = now, self._end_reason(code)
+        self._release_cgroup()
         if self.deleted:
             self.termination.exit_code = 128 - code if code < 0 else code  # -9: killed by SIGKILL -> 137
             self._finish()
@@ -232,6 +241,18 @@ class Pod:
         self.restarts += 1
         self.restart_at = now + delay
         self.event(f"restart in {delay:g} s" + (" (killed)" if killed else ""))
+
+    def _end_reason(self, code):
+        """What the runtime reports as the container's end: Completed (exit
+        0), OOMKilled (the kernel killed it for its memory limit), or Error."""
+        if code == -signal.SIGKILL and self.cgroup is not None and self.cgroup.oom_kills():
+            return "OOMKilled"
+        return "Completed" if code == 0 else "Error"
+
+    def _release_cgroup(self):
+        if self.cgroup is not None:
+            self.cgroup.remove()
+            self.cgroup = None
 
     def _finish(self):
         self.gone = True

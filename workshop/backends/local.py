@@ -27,9 +27,13 @@ do with them:
 - a Service as kube-proxy makes one (`local_service.py`): a random ready
   endpoint per new connection, kept until that pod's process is gone.
 
+- resources.limits.memory: each container runs in a memory cgroup of that
+  limit where this machine allows one (root, cgroup v1 or v2: cgroups.py),
+  so the kernel OOM-kills it as on a node, and its end reads OOMKilled.
+
 What it does not do: no PID namespace (the process only behaves as PID 1
-towards SIGTERM); no resource limits, images, volumes, security contexts,
-nodes or scheduling; the Service is a relay on 127.0.0.1, not a virtual IP;
+towards SIGTERM); no CPU limits, images, volumes, security contexts, nodes
+or scheduling; the Service is a relay on 127.0.0.1, not a virtual IP;
 probe timing is as precise as a 20 ms control loop.
 
 Every process it starts is killed by `close()`, which the CLI also runs on
@@ -51,6 +55,7 @@ from ..load_generator import BackgroundLoad
 from ..manifests import load_stage
 from ..process import free_port
 from .base import Backend, PodStatus
+from .cgroups import MemoryCgroup
 from .kubelet import Pod
 from .local_service import LocalService
 
@@ -166,6 +171,13 @@ class LocalBackend(Backend):
         with self._lock:
             return [PodStatus(p.name, p.address, p.ready, p.deleted, p.restarts, p.metrics_address())
                     for p in self._pods.values()]
+
+    def pod_history(self):
+        with self._lock:
+            return [p.history for p in self._every_pod.values() if p.history.created_at >= self._deployed_at]
+
+    def memory_limits_held(self):
+        return MemoryCgroup.why_not()
 
     def terminations(self):
         with self._lock:
