@@ -1,6 +1,6 @@
 """A hostile client, for the scenario that asks "can one client take a
-replica down?": it sends megabyte frames to one replica as fast as libzmq
-takes them and never reads a reply. A stage without limits echoes each one
+replica down?": it sends megabyte frames to one replica, 100 a second, and
+never reads a reply. A stage without limits echoes each one
 and queues the echoes it cannot send, until the kernel kills it at its
 memory limit; a stage with limits drops the peer at its first frame (libzmq
 reconnects it every 100 ms, and it tries again).
@@ -16,6 +16,7 @@ import time
 import zmq
 
 ATTACKS = {"megabyte-frames": 1_000_000}  # the attack's name -> bytes per frame
+FRAMES_PER_S = 100  # 100 MB/s: enough to fill a 256 MiB limit in seconds, without taking the machine's CPU
 STUCK_S = 0.5  # no frame taken for this long: a new connection
 
 
@@ -43,9 +44,9 @@ class HostileClient:
     def _run(self):
         context = zmq.Context()
         sock = self._connect(context)
-        last_sent = time.monotonic()
+        last_sent = next_send = time.monotonic()
         try:
-            while not self._stop.is_set():
+            while not self._stop.wait(max(0.0, next_send - time.monotonic())):
                 if not sock.poll(50, zmq.POLLOUT):
                     # Its queue is full: the server does not read, or it is gone. A libzmq
                     # socket that has stopped reading may never notice the peer died (the
@@ -58,6 +59,7 @@ class HostileClient:
                     sock.send(self.payload, zmq.NOBLOCK, copy=False)
                     self.sent += 1
                     last_sent = time.monotonic()
+                    next_send += 1 / FRAMES_PER_S
                 except zmq.Again:  # the connection went between poll and send
                     pass
         finally:

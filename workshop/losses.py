@@ -5,6 +5,8 @@ causes do not, so the report shows them and the tests assert them.
 The causes, in the order they are tried (the first that holds is the one):
 - no-endpoint: the client knew no ready endpoint to send it to;
 - hung: sent to the replica whose loop a hang fault froze, while it was frozen;
+- attacked: sent to the replica a hostile client was at, before it died of it
+  (a replica busy with megabyte frames, its memory at the limit, is slow);
 - going-away: sent to a pod being deleted, before (or while) its container
   stopped: the client had not heard yet that it was leaving;
 - killed: its container died, not deleted, before it could answer (a crash,
@@ -20,7 +22,7 @@ load's clock started, on the backend's clock.
 
 from collections import Counter
 
-CAUSES = ("no-endpoint", "hung", "going-away", "killed", "not-listening", "unexplained")
+CAUSES = ("no-endpoint", "hung", "attacked", "going-away", "killed", "not-listening", "unexplained")
 
 
 def first_answers(samples, load_start):
@@ -32,8 +34,10 @@ def first_answers(samples, load_start):
     return {endpoint: sorted(times) for endpoint, times in arrived.items()}
 
 
-def cause(sent_at, endpoint, pods, answers, timeout_s, hung=None):
-    """The cause of one lost request sent at `sent_at` (backend clock)."""
+def cause(sent_at, endpoint, pods, answers, timeout_s, struck=None):
+    """The cause of one lost request sent at `sent_at` (backend clock);
+    `struck`: (pod name, backend time, "hung" or "attacked") of the replica a
+    fault or a hostile client struck."""
     if endpoint is None:
         return "no-endpoint"
     candidates = [p for p in pods if p.address == endpoint and p.created_at <= sent_at]
@@ -42,10 +46,10 @@ def cause(sent_at, endpoint, pods, answers, timeout_s, hung=None):
     pod = max(candidates, key=lambda p: p.created_at)  # addresses can be used again
     deadline = sent_at + timeout_s
     run = pod.run_at(sent_at)
-    if hung is not None and hung[0] == pod.name and sent_at >= hung[1]:
-        frozen = pod.run_at(hung[1])
-        if frozen is not None and (frozen.ended_at is None or sent_at < frozen.ended_at):
-            return "hung"
+    if struck is not None and struck[0] == pod.name and sent_at >= struck[1]:
+        victim = pod.run_at(struck[1])
+        if victim is not None and (victim.ended_at is None or deadline < victim.ended_at):
+            return struck[2]
     deleted = pod.deleted_at is not None and pod.deleted_at <= deadline
     if run is None:  # down: between two runs, or after the last
         if pod.deleted_at is not None and pod.deleted_at <= sent_at:
@@ -61,10 +65,10 @@ def cause(sent_at, endpoint, pods, answers, timeout_s, hung=None):
     return "unexplained"
 
 
-def lost_by_cause(samples, pods, load_start, timeout_s, hung=None):
+def lost_by_cause(samples, pods, load_start, timeout_s, struck=None):
     """{cause: how many lost} for the load's samples (sent at, latency or
-    None, endpoint); `hung`: (pod name, backend time its loop froze)."""
+    None, endpoint); `struck` as for cause()."""
     answers = first_answers(samples, load_start)
-    counted = Counter(cause(load_start + sent, endpoint, pods, answers, timeout_s, hung)
+    counted = Counter(cause(load_start + sent, endpoint, pods, answers, timeout_s, struck)
                       for sent, latency, endpoint in samples if latency is None)
     return {name: counted[name] for name in CAUSES if counted[name]}

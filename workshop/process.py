@@ -20,6 +20,17 @@ def free_port(host="127.0.0.1"):
         return probe.getsockname()[1]
 
 
+def reserve_port():
+    """A port held for a server that binds every interface (as prometheus_client
+    does) with SO_REUSEADDR: a bound, never-listening socket keeps the kernel
+    from handing the port to anyone else (free_port() races with others),
+    while the server's own bind still succeeds. Close it when the server is gone."""
+    reservation = socket.socket()
+    reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    reservation.bind(("127.0.0.1", 0))
+    return reservation
+
+
 class ServerProcess:
     """`python <script>` in the script's folder, with `env` added to ours.
 

@@ -178,10 +178,10 @@ class Scenario:
                            for t, lat, _ in load.samples])
         self.samples = load.samples
         pods = self.backend.pod_history()
-        hung = None
-        if self.fault == "hang" and outcome.fault is not None:
-            hung = (outcome.fault.pod, self.load.started_at + outcome.fault.t)
-        r.lost_by_cause = lost_by_cause(load.samples, pods, self.load.started_at, self.timeout_s, hung)
+        struck = None
+        if (self.fault == "hang" or self.attack) and outcome.fault is not None:
+            struck = (outcome.fault.pod, self.load.started_at + outcome.fault.t, "attacked" if self.attack else "hung")
+        r.lost_by_cause = lost_by_cause(load.samples, pods, self.load.started_at, self.timeout_s, struck)
         r.oom_kills = sum(p.oom_kills for p in pods)
         if outcome.naive is not None:
             r.via_service_sent, r.via_service_lost = outcome.naive.sent, outcome.naive.lost
@@ -299,7 +299,7 @@ class Hang(Scenario):
 
     name = "hang"
     fault = "hang"
-    max_s = 55
+    max_s = 45  # past when a liveness kill takes it out: 2 x 5 s + the 30 s grace
 
     @classmethod
     def expected_s(cls, spec):
@@ -331,8 +331,7 @@ class SlowStart(Scenario):
     Requests sent to a replica before it listens wait for it — or are lost."""
 
     name = "slow-start"
-    deletes_pods = True
-    max_s = 50
+    max_s = 30
     timeout_s = 5.0  # long enough that early requests show up as latency
     startup_delay_s = 2
 
@@ -355,8 +354,9 @@ class SlowStart(Scenario):
         self.note_rollout_ready(t)
 
     def recovered(self, t):
-        return (self.result.rollout_ready_s is not None and t >= self.event_t + self.startup_delay_s + 1
-                and not any(p.terminating for p in self.backend.pods()))
+        """Its figures are in once the new pods are ready: no need to wait for
+        old ones that ignore SIGTERM to be killed."""
+        return self.result.rollout_ready_s is not None and t >= self.event_t + self.startup_delay_s + 1
 
 
 class ScaleDown(Scenario):

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from ..process import ServerProcess, free_port
+from ..process import ServerProcess, reserve_port
 from ..stages import stage_dir
 from .base import ContainerRun, PodHistory, PodTermination
 from .cgroups import MemoryCgroup, launcher
@@ -128,6 +128,7 @@ class Pod:
         self.deleted = False
         self.gone = False
         self.metrics_port = None
+        self._metrics_reservation = None  # holds metrics_port for the pod's life
 
     # -- what the endpoints controller and the deployment controller read --
 
@@ -195,13 +196,16 @@ class Pod:
         if self.container is not None:
             self.container.kill()
         self._release_cgroup()
+        self._release_ports()
         self.gone = True
 
     def _start_container(self, now):
         env = dict(self.env)
         if "METRICS_PORT" in env:
-            # prometheus_client binds every interface: one port per replica here.
-            env["METRICS_PORT"] = str(free_port())
+            # /metrics binds every interface: one port per pod here, the same for each of its containers.
+            if self._metrics_reservation is None:
+                self._metrics_reservation = reserve_port()
+            env["METRICS_PORT"] = str(self._metrics_reservation.getsockname()[1])
         self.metrics_port = env.get("METRICS_PORT")
         self.container_logs.append(self.log_dir / f"{self.name}.{len(self.container_logs)}.log")
         if self.spec.memory_limit and MemoryCgroup.why_not() is None:
@@ -249,12 +253,18 @@ class Pod:
             return "OOMKilled"
         return "Completed" if code == 0 else "Error"
 
+    def _release_ports(self):
+        if self._metrics_reservation is not None:
+            self._metrics_reservation.close()
+            self._metrics_reservation = None
+
     def _release_cgroup(self):
         if self.cgroup is not None:
             self.cgroup.remove()
             self.cgroup = None
 
     def _finish(self):
+        self._release_ports()
         self.gone = True
         if self.termination is not None:
             self.termination.gone_at = time.monotonic()
