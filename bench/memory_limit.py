@@ -9,8 +9,9 @@ with the limit instead.
         ...attack server.endpoint...
         server.peak_bytes(), server.oom_killed(), server.running()
 
-ATTACKS_STAGES_DIR points the harness at another copy of stages/ (say a git
-worktree of an older commit), to show that the attacks take the old code down.
+WORKSHOP_STAGES_DIR (workshop/stages.py) points it at another copy of
+stages/ (say a git worktree of an older commit), to show that the attacks
+take the old code down.
 """
 
 import ast
@@ -29,12 +30,8 @@ from workshop.process import ServerProcess, free_port
 from workshop.stages import STAGES_DIR, resolve
 
 
-def stages_dir():
-    return Path(os.environ.get("ATTACKS_STAGES_DIR") or STAGES_DIR)
-
-
 def stage_path(stage):
-    return stages_dir() / resolve(stage)
+    return STAGES_DIR / resolve(stage)
 
 
 _REQUIRED = object()

@@ -6,7 +6,7 @@ OOM-killed, still running, its peak under the limit, every echo of the good
 client answered; then what the attack's row claims besides.
 
 The attacks are bench/attacks.py's, smaller: `python -m bench.attacks`
-prints the issue's table at full size. ATTACKS_STAGES_DIR=<another stages/>
+prints the issue's table at full size. WORKSHOP_STAGES_DIR=<another stages/>
 runs them against other code (an old commit's worktree)."""
 
 import os

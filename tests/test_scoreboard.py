@@ -2,12 +2,14 @@
 scenario on every stage, local backend) runs once; each test reads one lesson."""
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
 from support import ROOT, STAGES
+from workshop import tour
 from workshop.manifests import load_stage
 from workshop.scenarios import SCENARIOS, ScenarioResult
 
@@ -15,13 +17,35 @@ DEMO_TIMEOUT_S = 600
 # The first test runs the whole demo in its fixture: the limit covers it.
 pytestmark = pytest.mark.timeout(DEMO_TIMEOUT_S + 60)
 
-EARLY_STAGES = ["01-plain", "02-logging", "03-probes"]
-GRACEFUL_STAGES = ["04-shutdown", "05-metrics"]
+# The stages by what they can do, read from their folders as the tour reads them.
+def having(capability):
+    return [stage for stage in STAGES if capability in tour.capabilities(stage)]
+
+
+def lacking(capability):
+    return [stage for stage in STAGES if capability not in tour.capabilities(stage)]
+
+
+EARLY_STAGES = lacking("graceful shutdown")        # Python as PID 1 with no SIGTERM handler: 01-03
+GRACEFUL_STAGES = having("graceful shutdown")     # 04 on
+NO_READINESS = lacking("probes")                   # 01-02
+UNLIMITED, LIMITED = lacking("limits"), having("limits")
 REPLICAS = 3
 DEFAULT_GRACE_S = 30   # terminationGracePeriodSeconds when a pod sets none (01-03)
-GRACE_S_04 = 10        # what 04-05 set: preStop 3 s + drain 5 s + 2 s
+GRACE_S_04 = 10        # what 04 on set: preStop 3 s + drain 5 s + 2 s
 PRESTOP_S = 3
-DRAIN_TIMEOUT_S = 5    # 04-05's DRAIN_TIMEOUT_S
+DRAIN_TIMEOUT_S = 5    # 04's DRAIN_TIMEOUT_S
+# Losses nothing a stage does explains: the machine's own load, when eight runs
+# share two cores. A loose bound, so that a cause never hides in them.
+UNEXPLAINED_SHARE = 0.02
+
+
+def lost(result, cause):
+    return result.lost_by_cause.get(cause, 0)
+
+
+def assert_explained(result):
+    assert lost(result, "unexplained") <= result.sent * UNEXPLAINED_SHARE, result.lost_by_cause
 
 
 @pytest.fixture(scope="module")
@@ -57,15 +81,31 @@ def test_demo_writes_the_scoreboard_a_report_and_a_plot(battery):
 def test_rollout_of_python_as_pid_1_waits_a_grace_period_per_pod_then_sigkills(battery, stage):
     r = result(battery, stage, "rolling-restart")
     assert r.sigkills == REPLICAS and r.rollout_s >= DEFAULT_GRACE_S
-    # Still serving while the endpoint-aware client learned of its removal:
-    # nothing like the loss under an init process (0 in the measured runs).
-    assert r.sent >= 5000 and r.lost <= r.sent // 100
+    # Every old pod serves on until the endpoint-aware client has moved on:
+    # nothing sent to a pod going away is lost.
+    assert r.sent >= 5000 and lost(r, "going-away") == 0 and lost(r, "killed") == 0, r.lost_by_cause
+    assert_explained(r)
+
+
+@pytest.mark.parametrize("stage", NO_READINESS)
+def test_without_a_readiness_probe_a_new_pod_is_sent_requests_before_it_listens(battery, stage):
+    """The only requests 01-02 lose in a rollout: sent to a new pod listed
+    before it listens (how many depends on how long Python takes to start)."""
+    r = result(battery, stage, "rolling-restart")
+    assert set(r.lost_by_cause) <= {"not-listening", "unexplained"}, r.lost_by_cause
+
+
+@pytest.mark.parametrize("stage", [s for s in STAGES if s not in NO_READINESS])
+@pytest.mark.parametrize("scenario", ["rolling-restart", "pod-kill", "scale-down", "slow-start"])
+def test_with_a_readiness_probe_nothing_is_sent_to_a_pod_before_it_listens(battery, stage, scenario):
+    assert lost(result(battery, stage, scenario), "not-listening") == 0
 
 
 @pytest.mark.parametrize("stage", GRACEFUL_STAGES)
 def test_rollout_with_graceful_shutdown_loses_nothing_kills_nothing_and_is_quick(battery, stage):
     r = result(battery, stage, "rolling-restart")
-    assert r.sent >= 5000 and r.lost == 0 and r.answered == r.sent
+    assert r.sent >= 5000 and set(r.lost_by_cause) <= {"unexplained"}, r.lost_by_cause
+    assert_explained(r)
     assert r.sigkills == 0 and max(r.pod_exit_s) <= GRACE_S_04 and r.rollout_s < DEFAULT_GRACE_S
     assert min(r.pod_exit_s) >= PRESTOP_S  # each kept serving through preStop first
     # the naive client's pod never goes quiet: it drains until the deadline
@@ -74,14 +114,17 @@ def test_rollout_with_graceful_shutdown_loses_nothing_kills_nothing_and_is_quick
 
 @pytest.mark.parametrize("stage", EARLY_STAGES)
 def test_under_an_init_process_sigterm_kills_at_once_with_requests_in_flight(battery, stage):
+    """Locally the endpoint feed lags SIGTERM by 0.5 s, so what was sent in
+    that time is lost (on a cluster the two race: see chapter 04)."""
     r = result(battery, stage, "rolling-restart-init")
-    assert r.lost > 0 and r.sigkills == 0 and max(r.pod_exit_s) < GRACE_S_04
+    assert lost(r, "going-away") > 0 and r.sigkills == 0 and max(r.pod_exit_s) < GRACE_S_04
 
 
 @pytest.mark.parametrize("stage", GRACEFUL_STAGES)
 def test_under_an_init_process_graceful_shutdown_still_loses_nothing(battery, stage):
     r = result(battery, stage, "rolling-restart-init")
-    assert r.sent >= 5000 and r.lost == 0 and r.sigkills == 0
+    assert r.sent >= 5000 and set(r.lost_by_cause) <= {"unexplained"} and r.sigkills == 0, r.lost_by_cause
+    assert_explained(r)
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -97,24 +140,27 @@ def test_naive_client_through_the_service_loses_only_what_is_in_flight_when_its_
 @pytest.mark.parametrize("stage", EARLY_STAGES)
 def test_deleted_pods_of_python_as_pid_1_are_sigkilled_after_the_grace_period(battery, stage, scenario, deleted):
     r = result(battery, stage, scenario)
-    assert r.sigkills == deleted and min(r.pod_exit_s) >= DEFAULT_GRACE_S - 1 and r.lost <= r.sent // 100
+    assert r.sigkills == deleted and min(r.pod_exit_s) >= DEFAULT_GRACE_S - 1
+    assert lost(r, "going-away") == 0 and lost(r, "killed") == 0, r.lost_by_cause
 
 
 @pytest.mark.parametrize("scenario", ["pod-kill", "scale-down"])
 @pytest.mark.parametrize("stage", GRACEFUL_STAGES)
 def test_deleted_pods_with_graceful_shutdown_drain_and_exit(battery, stage, scenario):
     r = result(battery, stage, scenario)
-    assert r.lost == 0 and r.sigkills == 0 and max(r.pod_exit_s) <= GRACE_S_04
+    assert set(r.lost_by_cause) <= {"unexplained"} and r.sigkills == 0 and max(r.pod_exit_s) <= GRACE_S_04
+    assert_explained(r)
 
 
-@pytest.mark.parametrize("stage", ["01-plain", "02-logging"])
+@pytest.mark.parametrize("stage", lacking("probes"))
 def test_hung_replica_without_liveness_loses_everything_sent_to_it(battery, stage):
     r = result(battery, stage, "hang")
     assert r.recover_s is None  # never taken out of rotation
     assert r.sent_to_hung > 1000 and r.lost_to_hung == r.sent_to_hung
+    assert lost(r, "hung") >= r.lost_to_hung - 1, r.lost_by_cause
 
 
-@pytest.mark.parametrize("stage", ["03-probes", *GRACEFUL_STAGES])
+@pytest.mark.parametrize("stage", having("probes"))
 def test_hung_replica_leaves_rotation_only_when_the_liveness_kill_is_done(battery, stage):
     """Liveness fails after `failureThreshold` checks; the kill then takes the
     grace period (a hung loop exits on no SIGTERM), and all that time the TCP
@@ -125,29 +171,52 @@ def test_hung_replica_leaves_rotation_only_when_the_liveness_kill_is_done(batter
     earliest = probe.period_s * (probe.failure_threshold - 1) + spec.grace_s
     latest = probe.period_s * (probe.failure_threshold + 1) + probe.timeout_s + spec.grace_s + 1.5
     assert r.recover_s is not None and earliest <= r.recover_s <= latest
+    assert lost(r, "hung") > 0 and lost(r, "going-away") == 0, r.lost_by_cause
 
 
-def test_slow_start_without_readiness_probe_routes_early_and_latency_shows_it(battery):
-    r = result(battery, "02-logging", "slow-start")
+@pytest.mark.parametrize("stage", NO_READINESS)
+def test_slow_start_without_readiness_probe_routes_early_and_latency_shows_it(battery, stage):
+    r = result(battery, stage, "slow-start")
     assert r.early > 100 and r.max_ms >= 1000
 
 
-@pytest.mark.parametrize("stage", ["03-probes", *GRACEFUL_STAGES])
+@pytest.mark.parametrize("stage", having("probes"))
 def test_slow_start_with_readiness_probe_routes_nothing_early(battery, stage):
     r = result(battery, stage, "slow-start")
     assert r.early == 0 and r.max_ms < 1000
 
 
-@pytest.mark.parametrize("stage", ["01-plain", "02-logging", "03-probes", *GRACEFUL_STAGES])
+@pytest.mark.parametrize("stage", STAGES)
 def test_crashed_replica_is_restarted(battery, stage):
     r = result(battery, stage, "crash")
     assert r.restarts >= 1 and r.recover_s is not None
 
 
 def test_crash_without_logging_scatters_the_traceback(battery):
-    assert result(battery, "01-plain", "crash").crash_log_records > 5
+    assert result(battery, STAGES[0], "crash").crash_log_records > 5
 
 
-@pytest.mark.parametrize("stage", ["02-logging", "03-probes", *GRACEFUL_STAGES])
+@pytest.mark.parametrize("stage", having("logging"))
 def test_crash_with_logging_leaves_one_record(battery, stage):
     assert result(battery, stage, "crash").crash_log_records == 1
+
+
+@pytest.mark.parametrize("stage", UNLIMITED)
+def test_a_hostile_client_gets_a_replica_without_limits_oom_killed(battery, stage):
+    """Held to its Deployment's memory limit as on a node (a memory cgroup
+    here; CI has one): killed by the kernel, with what it was serving."""
+    r = result(battery, stage, "hostile-client")
+    if r.no_figure and os.environ.get("CI") != "true":
+        pytest.skip(f"no figure here: {r.no_figure}")
+    assert r.no_figure is None and r.oom_kills >= 1
+    assert lost(r, "killed") + lost(r, "attacked") > 0 and lost(r, "going-away") == 0, r.lost_by_cause
+
+
+@pytest.mark.parametrize("stage", LIMITED)
+def test_a_replica_with_limits_holds_against_a_hostile_client(battery, stage):
+    r = result(battery, stage, "hostile-client")
+    if r.no_figure and os.environ.get("CI") != "true":
+        pytest.skip(f"no figure here: {r.no_figure}")
+    assert r.no_figure is None and r.oom_kills == 0 and r.restarts == 0
+    assert set(r.lost_by_cause) <= {"unexplained"}, r.lost_by_cause
+    assert_explained(r)

@@ -1,17 +1,21 @@
 """python -m workshop <command>: the workshop's command line.
 
-  demo   every scenario on every stage, the scoreboard, report/ (make demo)
-  run    one scenario on one stage
-  tour   one line per stage: its new capability at work (a few seconds)
-  images build every stage's image and the load generator's into minikube
-  doctor is the cluster ready for the notebooks? one line per check, and its fix
+  demo     every scenario on every stage, the scoreboard, report/ (make demo)
+  run      one scenario on one stage
+  tour     one line per stage: its new capability at work (a few seconds)
+  lesson   what a stage adds to the one before it, as code
+  exercise grade a stage's exercise (its chapter says what to change)
+  echo     send one message to an echo server, print the reply
+  fault    send a fault (crash, hang, slow:<ms>) to a server started with ECHO_FAULTS=1
+  images   build every stage's image and the load generator's into minikube
+  doctor   is the cluster ready for the notebooks? one line per check, and its fix
 """
 
 import argparse
 import sys
 import time
 
-from . import report, tour
+from . import client, exercises, lesson, report, tour
 from .backends.minikube import ContextRefused, ImageBuildFailed
 from .interrupts import stop_on_sigterm
 from .parallel_runs import JOBS
@@ -39,6 +43,18 @@ def parse_args(argv):
         command.add_argument("--no-build", action="store_true",
                              help="kube: do not build the images (you built them into the cluster yourself)")
     commands.add_parser("tour", help="one line per stage: its new capability at work")
+    lesson = commands.add_parser("lesson", help="what a stage adds to the one before it, as code")
+    lesson.add_argument("stage")
+    exercise = commands.add_parser("exercise", help="grade a stage's exercise")
+    exercise.add_argument("stage")
+    exercise.add_argument("--backend", choices=["local", "kube"], default="local")
+    echo = commands.add_parser("echo", help="send one message, print the reply")
+    echo.add_argument("endpoint", help="e.g. tcp://127.0.0.1:5555")
+    echo.add_argument("frames", nargs="+", help="the message's frames")
+    echo.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the reply")
+    fault = commands.add_parser("fault", help="send a fault to a server started with ECHO_FAULTS=1")
+    fault.add_argument("endpoint")
+    fault.add_argument("command", help="crash, hang or slow:<ms>")
     images = commands.add_parser("images", help="build every stage's image, and the load generator's, "
                                                 "into minikube")
     doctor = commands.add_parser("doctor", help="check the cluster is ready for the notebooks")
@@ -96,6 +112,20 @@ def images(args):
     minikube.build_images(all_stages(), profile=context, progress=lambda line: print(line, flush=True))
 
 
+def echo(args):
+    reply = client.echo_frames(args.endpoint, [frame.encode() for frame in args.frames], args.timeout)
+    if reply is None:
+        print(f"no reply from {args.endpoint} within {args.timeout:g} s", file=sys.stderr)
+        return 1
+    print(reply)
+    return 0
+
+
+def fault(args):
+    client.send_fault(args.endpoint, args.command)
+    print(f"sent {args.command} to {args.endpoint}")
+
+
 def doctor(args):
     from .doctor import run as run_checks
     return run_checks(context=args.context)
@@ -106,7 +136,9 @@ def main(argv=None):
     stop_on_sigterm()
     try:
         command = {"demo": demo, "run": run, "tour": lambda _: tour.run(), "images": images,
-                   "doctor": doctor}[args.command]
+                   "doctor": doctor, "echo": echo, "fault": fault,
+                   "lesson": lambda args: print(lesson.text(args.stage)),
+                   "exercise": lambda args: exercises.grade(args.stage, args.backend)}[args.command]
         return command(args) or 0
     except KeyboardInterrupt:
         print("interrupted; every process started was stopped", file=sys.stderr)

@@ -19,6 +19,18 @@ def echo_once(endpoint, payload=b"ping", timeout_ms=200):
         sock.close()
 
 
+def echo_frames(endpoint, frames, timeout_s=2.0):
+    """One multipart message; its reply's frames, or None if none came in time."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 0
+    try:
+        sock.connect(endpoint)
+        sock.send_multipart(frames)
+        return sock.recv_multipart() if sock.poll(int(timeout_s * 1000)) else None
+    finally:
+        sock.close()
+
+
 def wait_for_first_echo(endpoint, timeout_s=10, still_running=lambda: True):
     """Block until a server that is starting answers its first echo; return
     the seconds waited. One request is sent, once: libzmq keeps retrying the

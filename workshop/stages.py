@@ -1,9 +1,15 @@
-"""Where the stages live, and how to name one: "03" or "03-probes"."""
+"""Where the stages live, and how to name one: "03" or "03-probes".
 
+WORKSHOP_STAGES_DIR points the driver at another copy of stages/: a
+worktree of an older commit (to show the attacks take the old code down),
+or a copy with an exercise's change made (tests/test_exercises.py).
+"""
+
+import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGES_DIR = ROOT / "stages"
+STAGES_DIR = Path(os.environ.get("WORKSHOP_STAGES_DIR") or ROOT / "stages")
 
 
 def all_stages():
