@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from support import ROOT, STAGES
-from workshop import tour
+from workshop import exercises, tour
 from workshop.manifests import load_stage
 from workshop.scenarios import SCENARIOS, ScenarioResult
 
@@ -220,3 +220,13 @@ def test_a_replica_with_limits_holds_against_a_hostile_client(battery, stage):
     assert r.no_figure is None and r.oom_kills == 0 and r.restarts == 0
     assert set(r.lost_by_cause) <= {"unexplained"}, r.lost_by_cause
     assert_explained(r)
+
+
+@pytest.mark.parametrize("stage", [s for s in STAGES if hasattr(exercises.EXERCISES[s.split("-")[0]].check, "scenario")])
+def test_an_exercise_is_not_done_on_the_stage_as_shipped(battery, stage):
+    """The grader's own reading of the same scenario on the unchanged stage."""
+    check = exercises.EXERCISES[stage.split("-")[0]].check
+    r = result(battery, stage, check.scenario)
+    if r.no_figure and os.environ.get("CI") != "true":
+        pytest.skip(f"no figure here: {r.no_figure}")
+    assert not check.done(r), check.seen(r)

@@ -7,6 +7,7 @@
   exercise grade a stage's exercise (its chapter says what to change)
   echo     send one message to an echo server, print the reply
   fault    send a fault (crash, hang, slow:<ms>) to a server started with ECHO_FAULTS=1
+  metrics  read a server's /metrics, print the samples named
   images   build every stage's image and the load generator's into minikube
   doctor   is the cluster ready for the notebooks? one line per check, and its fix
 """
@@ -52,9 +53,12 @@ def parse_args(argv):
     echo.add_argument("endpoint", help="e.g. tcp://127.0.0.1:5555")
     echo.add_argument("frames", nargs="+", help="the message's frames")
     echo.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the reply")
+    metrics = commands.add_parser("metrics", help="read /metrics, print the samples named")
+    metrics.add_argument("url", help="e.g. http://127.0.0.1:8000/metrics")
+    metrics.add_argument("names", nargs="*", help="sample names to print (default: every echo_ one)")
     fault = commands.add_parser("fault", help="send a fault to a server started with ECHO_FAULTS=1")
     fault.add_argument("endpoint")
-    fault.add_argument("command", help="crash, hang or slow:<ms>")
+    fault.add_argument("what", metavar="command", help="crash, hang or slow:<ms>")
     images = commands.add_parser("images", help="build every stage's image, and the load generator's, "
                                                 "into minikube")
     doctor = commands.add_parser("doctor", help="check the cluster is ready for the notebooks")
@@ -121,9 +125,19 @@ def echo(args):
     return 0
 
 
+def metrics(args):
+    from urllib.request import urlopen
+    with urlopen(args.url, timeout=5) as response:
+        lines = response.read().decode().splitlines()
+    names = tuple(args.names or ["echo_"])
+    for line in lines:
+        if line.startswith(names) and not line.split()[0].endswith("_created"):
+            print(line)
+
+
 def fault(args):
-    client.send_fault(args.endpoint, args.command)
-    print(f"sent {args.command} to {args.endpoint}")
+    client.send_fault(args.endpoint, args.what)
+    print(f"sent {args.what} to {args.endpoint}")
 
 
 def doctor(args):
@@ -136,7 +150,7 @@ def main(argv=None):
     stop_on_sigterm()
     try:
         command = {"demo": demo, "run": run, "tour": lambda _: tour.run(), "images": images,
-                   "doctor": doctor, "echo": echo, "fault": fault,
+                   "doctor": doctor, "echo": echo, "fault": fault, "metrics": metrics,
                    "lesson": lambda args: print(lesson.text(args.stage)),
                    "exercise": lambda args: exercises.grade(args.stage, args.backend)}[args.command]
         return command(args) or 0
