@@ -354,6 +354,7 @@ class GoodClient:
         self.sent = 0
         self.answered = 0
         self.longest_wait_s = 0.0
+        self.waits_s = []  # of every answered echo
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         # Connected (and handshaked, by a first echo) before the attack
@@ -373,6 +374,7 @@ class GoodClient:
             # A late answer to an earlier echo is skipped.
             if self.socket.poll(100) and self.socket.recv() == payload:
                 self.answered += 1
+                self.waits_s.append(time.monotonic() - started)
                 break
         self.longest_wait_s = max(self.longest_wait_s, time.monotonic() - started)
 
@@ -395,6 +397,10 @@ class GoodClient:
         self.socket.close()
         self.context.term()
         return self
+
+    def p99_ms(self):
+        waits = sorted(self.waits_s)
+        return round(waits[min(len(waits) - 1, int(len(waits) * 0.99))] * 1000, 1) if waits else None
 
     def every_answer(self):
         return self.sent > 0 and self.answered == self.sent

@@ -104,10 +104,10 @@ class Outcome:
         return not self.oom_killed and self.running and self.under_limit
 
 
-def run(attack, stage, env=None, open_files=None, **sizes):
+def run(attack, stage, env=None, open_files=None, cpu_cores=None, **sizes):
     """Start the stage contained, start a good client, run `attack(server,
     good, **sizes)`, and collect what happened."""
-    server = ContainedServer(stage, env=env, open_files=open_files).start()
+    server = ContainedServer(stage, env=env, open_files=open_files, cpu_cores=cpu_cores).start()
     try:
         good = GoodClient(server.endpoint, still_running=server.running).start()
         try:
@@ -244,6 +244,23 @@ def connection_ceiling(server, good, connections=2_000, seconds=20):
         return {"connected": held.connected, "handshaked": held.handshaked(), **ceiling_facts(server)}
 
 
+def ceiling_latency(server, good, connections=2_000, seconds=10):
+    """The good client's echoes while the replica sits at its connection
+    ceiling with connections waiting: libzmq retries accept() as fast as it
+    can (no back-off on EMFILE), and under a CPU limit that spin competes
+    with the loop. Start the server with open_files and cpu_cores."""
+    before = good.p99_ms()
+    good.waits_s.clear()
+    with Connections(*attackers.host_port(server.endpoint), connections, attackers.ZMTP_OPENING) as held:
+        held.settle(5)
+        cpu_before = server.cpu_seconds()
+        time.sleep(seconds)  # the attack's duration: the good client echoes meanwhile
+        spin = (server.cpu_seconds() - cpu_before) / seconds
+    return {"good p99 ms before": before, "good p99 ms at the ceiling": good.p99_ms(),
+            "server CPU (cores)": round(spin, 2),
+            "throttled s": round(server.cpu.throttled_s(), 1) if server.cpu else None}
+
+
 def ceiling_facts(server):
     """What a kubelet would see now: a tcpSocket probe, and the exec probe
     (stages with a healthcheck.py)."""
@@ -357,6 +374,10 @@ ROWS = [  # the issue's rows: (label, attack, stages, options)
     ("10,000 raw TCP connections held open", raw_connections, None, {}),
     ("10,000 connect/disconnect churn", churn, None, {}),
     ("2,000 connections with nofile 1024", connection_ceiling, None, {"open_files": 1024}),
+    ("at the ceiling (nofile 1024), no CPU limit: a good client's p99", ceiling_latency, None,
+     {"open_files": 1024}),
+    ("at the ceiling (nofile 1024), the Deployment's 500m CPU limit: a good client's p99", ceiling_latency, None,
+     {"open_files": 1024, "cpu_cores": 0.5}),
     ("2,000 slow HTTP clients on /metrics", slow_metrics_clients, ("05", "06"), {}),
     ("4 /metrics requests of 100 header lines of 64 KiB at once", huge_metrics_requests, ("05", "06"), {}),
     ("400 silent ZeroMQ peers, back as soon as cut: a fresh client's wait", squatters, None, {}),
@@ -409,13 +430,14 @@ def main(argv=None):
     for label, attack, only_stages, options in ROWS:
         options = dict(options)
         env, open_files = options.pop("env", None), options.pop("open_files", None)
+        cpu_cores = options.pop("cpu_cores", None)
         if args.quick:
             options.update(QUICK.get(attack.__name__, {}))
         for stage in args.stages:
             if only_stages and not any(stage.startswith(s) for s in only_stages):
                 continue
             row_started = time.monotonic()
-            outcome = run(attack, stage, env=env, open_files=open_files, **options)
+            outcome = run(attack, stage, env=env, open_files=open_files, cpu_cores=cpu_cores, **options)
             emit(row_cells(label, outcome) + f" {time.monotonic() - row_started:.0f} |")
     emit("")
     emit("Peak charged: the cgroup's high-water mark, what the limit is enforced on. VmHWM: the "

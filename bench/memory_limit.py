@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from workshop.backends.cgroups import MemoryCgroup
+from workshop.backends.cgroups import MemoryCgroup, own_cgroups
 from workshop.backends.cgroups import launcher as cgroup_launcher
 from workshop.manifests import quantity_bytes, render
 from workshop.process import ServerProcess, free_port
@@ -80,12 +80,45 @@ def raise_open_file_limit():
     return hard
 
 
+class CpuCgroup:
+    """A cgroup (v1 cpu controller) that holds its processes to `cores` of
+    CPU, as the kubelet holds a container to resources.limits.cpu: a CFS
+    quota per 100 ms period."""
+
+    PERIOD_US = 100_000
+    ROOT = Path("/sys/fs/cgroup/cpu")
+
+    def __init__(self, cores):
+        own = own_cgroups().get("cpu")
+        if own is None or not (self.ROOT / "cpu.cfs_quota_us").exists():
+            raise OSError("no cgroup v1 cpu controller here")
+        self.path = self.ROOT / own.lstrip("/") / f"echo-cpu-{os.getpid()}-{id(self)}"
+        self.path.mkdir()
+        (self.path / "cpu.cfs_period_us").write_text(str(self.PERIOD_US))
+        (self.path / "cpu.cfs_quota_us").write_text(str(int(cores * self.PERIOD_US)))
+
+    def add(self, pid):
+        (self.path / "cgroup.procs").write_text(str(pid))
+
+    def throttled_s(self):
+        stats = dict(line.split() for line in (self.path / "cpu.stat").read_text().splitlines())
+        return int(stats.get("throttled_time", 0)) / 1e9
+
+    def remove(self):
+        try:
+            self.path.rmdir()
+        except OSError:
+            pass
+
+
 class ContainedServer:
     """One stage's echo_server.py on loopback, in a MemoryCgroup when this
     machine allows one. `open_files` sets the RLIMIT_NOFILE soft limit it
-    starts with (the container runtime's), else it inherits ours."""
+    starts with (the container runtime's), else it inherits ours;
+    `cpu_cores`, a CPU limit (the Deployment's is 500m), where a cpu cgroup
+    can be made."""
 
-    def __init__(self, stage, env=None, open_files=None, workdir=None):
+    def __init__(self, stage, env=None, open_files=None, workdir=None, cpu_cores=None):
         self.stage = resolve(stage)
         self.limit = memory_limit_bytes(stage)
         self.port = free_port()
@@ -102,6 +135,7 @@ class ContainedServer:
                                      self.workdir / f"{self.stage}-{self.port}.log", launcher=launcher)
         self.env = self.process.env
         self.final_status = {}
+        self.cpu = CpuCgroup(cpu_cores) if cpu_cores else None
 
     @property
     def pid(self):
@@ -109,6 +143,8 @@ class ContainedServer:
 
     def start(self):
         self.process.start()
+        if self.cpu:
+            self.cpu.add(self.pid)
         self.process.wait_serving(self.endpoint)
         return self
 
@@ -132,6 +168,14 @@ class ContainedServer:
 
     def threads(self):
         return self.status().get("Threads", 0)
+
+    def cpu_seconds(self):
+        """User and system CPU it has used so far (0 once it is gone)."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def open_files(self):
         """Its file descriptors now (0 once it is gone)."""
@@ -189,6 +233,8 @@ class ContainedServer:
         self.peak_bytes(), self.oom_killed()  # keep the last figures: the cgroup goes
         if self.cgroup:
             self.cgroup.remove()
+        if self.cpu:
+            self.cpu.remove()
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

@@ -95,7 +95,7 @@ def test_image_build_command_makes_the_image_the_deployment_runs(stage):
 def test_kubectl_commands_name_what_the_manifests_create(stage):
     objects = render(STAGES_DIR / stage / "k8s")
     namespace = objects[0]["metadata"]["namespace"]
-    names = {f"{o['kind'].lower()}/{o['metadata']['name']}" for o in objects}
+    names = {f"{o['kind'].lower()}/{o['metadata']['name']}" for o in objects + render(ROOT / "k8s")}
     kubectl = [c.line for c in commands(CHAPTERS[stage]) if c.line.startswith("kubectl ")]
     assert f"kubectl apply -k stages/{stage}/k8s" in kubectl
     for command in kubectl:
