@@ -16,7 +16,8 @@ Shown output matches as a template: every number stands for any number
 (figures move from run to run, their words do not), a table's rules and gaps
 for any width, `…` for any text within a line (a path, say), and a line
 `...` for any lines. Ports 5555 and 8000 are replaced by free ones, in commands and output
-alike, so a run here never collides with anything already listening.
+alike, so a run here never collides with anything already listening (and
+71091, which libzmq takes as 65536 + 5555, by 65536 + the free one).
 """
 
 import re

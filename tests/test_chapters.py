@@ -124,7 +124,8 @@ class Session:
         self.servers = []
 
     def local(self, text):
-        for port, free in self.ports.items():
+        ports = {**self.ports, "71091": str(65536 + int(self.ports["5555"]))}  # 07's wrapped port: 65536 + 5555
+        for port, free in ports.items():
             text = re.sub(rf"(?<![0-9]){port}(?![0-9])", free, text)
         return text
 

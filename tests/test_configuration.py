@@ -40,7 +40,7 @@ UNUSABLE_SERVER_SETTINGS = {
     "METRICS_PORT": ["abc", "99999"],
 }
 # Values a crash-only stage can use, wrongly, and runs with.
-WRONG_BUT_USABLE = {"ECHO_BIND": "tcp://127.0.0.1:99999", "DRAIN_QUIET_MS": "-1"}
+WRONG_BUT_USABLE = {"DRAIN_QUIET_MS": "-1", "DRAIN_TIMEOUT_S": "1e10"}
 
 # Each setting and values the checked stage must refuse.
 BAD_ENDPOINTS = ["tcp://*:99999", "tcp://*:0", "tcp://*:abc", "tcp://*:+80", "ipc:///x"]
@@ -144,6 +144,16 @@ def test_crash_only_server_runs_with_a_wrong_value_it_can_use(name, value, start
     server = start_server(CRASH_ONLY[-1], wait_ready=False, **{name: value})
     wait_for(lambda: "listening" in server.stdout(), timeout=10, message="the server to start")
     assert server.running()
+
+
+def test_crash_only_server_quietly_listens_elsewhere_for_a_port_over_65535(start_server):
+    """libzmq takes the port modulo 65536 and logs the one it was given."""
+    port = free_port()
+    server = start_server(CRASH_ONLY[-1], wait_ready=False, ECHO_BIND=f"tcp://127.0.0.1:{65536 + port}")
+    wait_for(lambda: f"listening on tcp://127.0.0.1:{65536 + port}" in server.stdout(), timeout=10,
+             message="the server to say it listens")
+    with Client(f"tcp://127.0.0.1:{port}") as client:
+        assert client.echo([b"where are you?"]) == [b"where are you?"]
 
 
 @pytest.mark.parametrize("stage, name, value", bad_value_cases("echo_server.py", BAD_SERVER_SETTINGS, CHECKED))
