@@ -47,6 +47,6 @@ bench: setup ## Measure what each stage costs, and what attacks do to it (bench/
 	$(PY) -m bench.run
 	$(PY) -m bench.attacks --out bench/results
 
-diff: ## Show what a stage adds: make diff FROM=03 TO=04
-	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make diff FROM=03 TO=04"; exit 2; }
-	@diff -ru -x __pycache__ stages/$(FROM)-* stages/$(TO)-*; test $$? -le 1
+diff: ## Show what a stage adds: make diff FROM=03 TO=04 (CHAPTER=1: its chapter too)
+	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make diff FROM=03 TO=04 [CHAPTER=1]"; exit 2; }
+	@diff -ruN -x __pycache__ $(if $(CHAPTER),,-x README.md) stages/$(FROM)-* stages/$(TO)-*; test $$? -le 1
