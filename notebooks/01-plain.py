@@ -1,10 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: tags
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (workshop .venv)
 #     language: python
@@ -79,12 +83,17 @@ else:
 # requests per second. Stage 01 has no SIGTERM handler, and in its container Python is
 # **PID 1**: the kernel gives PID 1 no default action for SIGTERM, so it is ignored. Each
 # old pod leaves the endpoints (the endpoint-aware client stops sending to it) but keeps
-# running until the grace period — 30 s, the default — ends in SIGKILL. Next to nothing is lost,
-# but every rollout costs 30 s and three SIGKILLs.
+# running until the grace period — 30 s, the default — ends in SIGKILL. Nothing sent to a pod
+# going away is lost, but every rollout costs 30 s and three SIGKILLs. (What 01 does lose in a
+# rollout is *not-listening*: sent to a new pod listed before it listens — it has no readiness
+# probe; how many depends on how fast Python starts. Stage 03 fixes that.)
 #
 # Run the same image under an init process (tini, dumb-init) and Python is no longer
 # PID 1: SIGTERM kills it at once, with the requests in flight — sent before the clients
-# learned it was leaving. Marks above the line are lost requests.
+# learned it was leaving (*going-away*). Locally the endpoint feed lags 0.5 s, so about 245
+# are lost at 500 requests/s; on a cluster SIGTERM and the EndpointSlice update reach their
+# targets within milliseconds of each other, and the loss is a race: none to a handful.
+# Marks above the line are lost requests.
 
 # %%
 results = run_all(["01"], ["rolling-restart", "rolling-restart-init"], backend=backend_name, progress=print)
@@ -95,7 +104,12 @@ print(report.scoreboard(results))
 
 # %%
 assert rolling.sigkills == 3 and rolling.rollout_s >= 30, "as PID 1, SIGTERM waits for the grace period's SIGKILL"
-assert under_init.lost > 0, "under an init process, SIGTERM kills at once: requests in flight are lost"
+assert rolling.lost_by_cause.get("going-away", 0) == 0, "an old pod serves on until the client has moved on"
+assert under_init.sigkills == 0 and max(under_init.pod_exit_s) < 10, "under an init process, SIGTERM kills at once"
+if backend_name == "local":
+    # Locally the endpoint feed lags SIGTERM by 0.5 s, so what was sent in that time is lost; on a
+    # cluster SIGTERM and the EndpointSlice update race (none to a handful lost): not asserted there.
+    assert under_init.lost_by_cause.get("going-away", 0) > 0, "sent to a pod already dead"
 if backend_name == "local":  # the per-pod shares are measured only here
     assert len(shares["through the Service"]) == 1, "one connection, one pod"
     assert len(shares["endpoint-aware"]) == 3

@@ -1,10 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: tags
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (workshop .venv)
 #     language: python
@@ -26,25 +30,21 @@ QUICK = False
 
 # %%
 import json
-import subprocess
 import time
 
-from workshop import notebook_setup, report
+from workshop import lesson, notebook_setup, report
 from workshop.backends import make_backend
 from workshop.parallel_runs import run_all
 from workshop.load_generator import LoadSpec
-from workshop.stages import ROOT
 
 backend_name = notebook_setup.choose_backend(BACKEND)
 print("backend:", backend_name)
 
 # %% [markdown]
-# What changed, as a diff (the chapter explains each part):
+# What this stage adds to stage 01, as code (the chapter explains each part):
 
 # %%
-diff = subprocess.run(["diff", "-u", "stages/01-plain/echo_server.py", "stages/02-logging/echo_server.py"],
-                      cwd=ROOT, capture_output=True, text=True).stdout
-print(diff)
+print(lesson.text("02"))
 
 # %% [markdown]
 # ## A crash, seen by the log collector

@@ -1,10 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: tags
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (workshop .venv)
 #     language: python
@@ -25,17 +29,13 @@ BACKEND = "auto"
 QUICK = False
 
 # %%
-import subprocess
-
 import matplotlib.pyplot as plt
 
-from workshop import notebook_setup, report
+from workshop import lesson, notebook_setup, report
 from workshop.parallel_runs import run_all
-from workshop.stages import ROOT
 
 backend_name = notebook_setup.choose_backend(BACKEND)
-print(subprocess.run(["diff", "-u", "stages/03-probes/echo_server.py", "stages/04-shutdown/echo_server.py"],
-                     cwd=ROOT, capture_output=True, text=True).stdout)
+print(lesson.text("04"))
 
 # %%
 results = run_all(["03", "04"], ["rolling-restart", "rolling-restart-init"], backend=backend_name,
@@ -46,15 +46,24 @@ plt.show()
 print(report.scoreboard(results))
 
 # %% [markdown]
-# Stage 03 as PID 1 loses next to nothing, but each old pod hangs on for the whole default grace
-# period and is SIGKILLed; under an init process it dies at once and loses what was in
-# flight. Stage 04 is the same either way: it keeps serving through `preStop`, drains,
-# exits 0 within its 10 s grace period, and loses nothing.
+# Stage 03 as PID 1 loses nothing to its old pods, but each one hangs on for the whole default
+# grace period and is SIGKILLed; under an init process it dies at once, and what was sent before
+# the clients heard is lost (*going-away*: locally the endpoint feed lags 0.5 s; on a cluster
+# SIGTERM and the EndpointSlice update race, and the loss is none to a handful). Stage 04 is the
+# same either way: it keeps serving through `preStop`, drains, exits 0 within its 10 s grace
+# period, and loses nothing to a pod going away.
+#
+# What holds on every backend is asserted; a count that depends on the race, only where it
+# does not. "No SIGKILL" is the deterministic form of "gone within the grace period": on a
+# cluster the time a pod is *seen* gone adds the exec's start and the kubelet's status sync.
 
 # %%
 for scenario in ("rolling-restart", "rolling-restart-init"):
     r = by[("04-shutdown", scenario)]
-    assert r.lost == 0 and r.sent >= 5000 and r.sigkills == 0, "zero lost of thousands, no SIGKILL"
-    assert max(r.pod_exit_s) <= 10, "every pod gone within the grace period it asks for"
+    assert r.sent >= 5000 and r.sigkills == 0, "thousands sent, no SIGKILL: every pod exited by itself"
+    assert not {"going-away", "killed"} & set(r.lost_by_cause), r.lost_by_cause
 assert by[("03-probes", "rolling-restart")].sigkills == 3 and by[("03-probes", "rolling-restart")].rollout_s >= 30
-assert by[("03-probes", "rolling-restart-init")].lost > 0
+assert by[("03-probes", "rolling-restart-init")].sigkills == 0
+if backend_name == "local":
+    assert max(by[("04-shutdown", "rolling-restart")].pod_exit_s) <= 10, "gone within the grace period"
+    assert by[("03-probes", "rolling-restart-init")].lost_by_cause.get("going-away", 0) > 0

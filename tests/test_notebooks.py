@@ -8,7 +8,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from support import ROOT
+from support import ROOT, STAGES
 
 NOTEBOOKS_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(p.stem for p in NOTEBOOKS_DIR.glob("0*.py"))
@@ -16,8 +16,7 @@ CELL_TIMEOUT_S = 120
 
 
 def test_there_is_a_notebook_per_stage_plus_setup_and_compare():
-    assert NOTEBOOKS == ["00-setup", "01-plain", "02-logging", "03-probes", "04-shutdown",
-                         "05-metrics", "06-compare"]
+    assert NOTEBOOKS == ["00-setup", *STAGES, f"{len(STAGES) + 1:02}-compare"]
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
