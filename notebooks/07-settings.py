@@ -44,7 +44,7 @@ print(lesson.text("07"))
 
 def start(stage, name, value, wait_s=3):
     """How the stage ends with `name=value`: its exit code (None: still running after
-    `wait_s`, then stopped) and its first record."""
+    `wait_s`; then it is sent SIGTERM, and SIGKILL if that does not end it) and its first record."""
     env = {**os.environ, "ECHO_BIND": f"tcp://127.0.0.1:{free_port()}", "METRICS_PORT": str(free_port()),
            name: value}
     process = subprocess.Popen([sys.executable, "echo_server.py"], cwd=stage_dir(stage), env=env,
@@ -54,7 +54,11 @@ def start(stage, name, value, wait_s=3):
         code = process.returncode
     except subprocess.TimeoutExpired:
         process.terminate()
-        output, _ = process.communicate()
+        try:
+            output, _ = process.communicate(timeout=wait_s)
+        except subprocess.TimeoutExpired:  # its drain never ends: see below
+            process.kill()
+            output, _ = process.communicate()
         code = None
     first = json.loads(output.splitlines()[0])["message"] if output.strip().startswith("{") else output.strip()
     return code, first
@@ -68,8 +72,10 @@ for (stage, name), (code, first) in ended.items():
 
 # %% [markdown]
 # 06 runs with a port over 65535 (libzmq takes it modulo 65536) and with a negative quiet
-# period, and crashes with a traceback record on a level name it cannot look up. 07 refuses
-# all three in one record that names the setting, exit code 2.
+# period — whose drain then waits for ever: here SIGTERM did not end it, SIGKILL did, as the
+# kubelet's would at the end of the grace period — and crashes with a traceback record on a
+# level name it cannot look up. 07 refuses all three in one record that names the setting,
+# exit code 2.
 
 # %%
 assert ended[("06", "ECHO_BIND")][0] is None and ended[("06", "DRAIN_QUIET_MS")][0] is None, "06 runs with them"
