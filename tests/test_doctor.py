@@ -5,13 +5,16 @@ answered by a reaction), the objects `kubectl apply -k k8s` makes, and the
 controllers that roll out stage 01 and run the doctor's echo Job."""
 
 import asyncio
+import json
 
 import kmock as km
 import pytest
+import urllib3
 from kubernetes import client
+from kubernetes.client import rest
 
 from fake_minikube import FakeMinikube
-from kube_cluster import NS, VERSION, api_client
+from kube_cluster import NS, VERSION, ApiServer, JsonOnlyClient, api_client
 from manifests import of_kind
 from network_policy import Pod, admits
 from support import ROOT, STAGES, STAGES_DIR, free_port
@@ -20,6 +23,7 @@ from workshop.backends.cluster_job import LOADGEN_IMAGE, line
 from workshop.backends.kube import api_path
 from workshop.manifests import render
 
+pytestmark = pytest.mark.kmock(cls=ApiServer)
 APPLY = "  fix: kubectl apply -k k8s"
 NAMESPACE = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": {
     "app.kubernetes.io/part-of": "cloudnative-echo", "pod-security.kubernetes.io/enforce": "restricted"}}}
@@ -221,11 +225,13 @@ async def test_notebook_00_prepares_a_cluster_that_passes_the_doctor(cluster):
     """Its kube path: k8s/ applied, the images built into the minikube profile, the doctor passing."""
     cluster.answer()
 
-    class Client(client.ApiClient):
-        def call_api(self, path, method, *arguments, **options):
-            if (method, path) == ("POST", "/api/v1/namespaces"):  # kmock cannot even parse this path
-                return options["body"]
-            return super().call_api(path, method, *arguments, **options)
+    class Client(JsonOnlyClient):
+        def call_api(self, method, url, header_params=None, body=None, *arguments, **options):
+            if method == "POST" and url.endswith("/api/v1/namespaces"):  # kmock cannot even parse this path
+                created = urllib3.HTTPResponse(body=json.dumps(body).encode(), status=201, preload_content=False,
+                                               headers={"Content-Type": "application/json"})
+                return rest.RESTResponse(created)
+            return super().call_api(method, url, header_params, body, *arguments, **options)
 
     configuration = client.Configuration()
     configuration.host = str(cluster.kmock.url).rstrip("/")

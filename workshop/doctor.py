@@ -16,10 +16,11 @@ import subprocess
 import textwrap
 from dataclasses import dataclass
 
-from kubernetes import client, config
+from kubernetes import config
 from kubernetes.client.rest import ApiException
 
 from .backends.cluster_job import ClusterJob, records
+from .backends.json_api import KubeApi
 from .backends.kube import KubeBackend
 from .backends.minikube import current_context, has_image, images_on_node, is_profile, kubeconfig_file, workshop_images
 from .stages import all_stages
@@ -43,6 +44,13 @@ class Patient:
     job_timeout_s: float = 120
     run: object = subprocess.run                 # how minikube is run
 
+    @property
+    def api(self):
+        """The API, every answer as its JSON (a KubeApi)."""
+        if getattr(self, "_api", None) is None or self._api.api_client is not self.api_client:
+            self._api = KubeApi(self.api_client)
+        return self._api
+
 
 # -- the checks: each returns (ok, detail, fix) --
 
@@ -61,10 +69,10 @@ def check_context(patient):
 
 def check_api_server(patient):
     try:
-        version = client.VersionApi(patient.api_client).get_code(_request_timeout=5)
+        version = patient.api.get("/version", timeout_s=5)
     except Exception as error:
         return False, f"nobody answers ({describe(error)})", start_command(patient)
-    return True, version.git_version, None
+    return True, version.get("gitVersion"), None
 
 
 def check_profile(patient):
@@ -75,31 +83,32 @@ def check_profile(patient):
 
 
 def check_namespace(patient):
-    found = read(client.CoreV1Api(patient.api_client).read_namespace, patient.namespace)
+    found = patient.api.get_or_none(f"/api/v1/namespaces/{patient.namespace}")
     if found is None:
         return False, "it does not exist", APPLY
-    labels = found.metadata.labels or {}
+    labels = found["metadata"].get("labels") or {}
     if labels.get(PSS_LABEL) != "restricted":
         return False, f"it lacks the label {PSS_LABEL}=restricted", APPLY
     return True, None, None
 
 
 def check_rbac(patient):
-    core, rbac = client.CoreV1Api(patient.api_client), client.RbacAuthorizationV1Api(patient.api_client)
     ns = patient.namespace
-    if read(core.read_namespaced_service_account, "loadgen", ns) is None:
+    rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}"
+    if patient.api.get_or_none(f"/api/v1/namespaces/{ns}/serviceaccounts/loadgen") is None:
         return False, "ServiceAccount loadgen is missing", APPLY
-    role = read(rbac.read_namespaced_role, "loadgen", ns)
+    role = patient.api.get_or_none(f"{rbac}/roles/loadgen")
     if role is None:
         return False, "Role loadgen is missing", APPLY
     for group, resource in (("discovery.k8s.io", "endpointslices"), ("", "pods")):
-        if not any(grants(rule, group, resource) for rule in role.rules or []):
+        if not any(grants(rule, group, resource) for rule in role.get("rules") or []):
             return False, f"Role loadgen does not grant get, list and watch on {resource}", APPLY
-    binding = read(rbac.read_namespaced_role_binding, "loadgen", ns)
+    binding = patient.api.get_or_none(f"{rbac}/rolebindings/loadgen")
     if binding is None:
         return False, "RoleBinding loadgen is missing", APPLY
-    subjects = {(s.kind, s.name, s.namespace or ns) for s in binding.subjects or []}
-    if (binding.role_ref.kind, binding.role_ref.name) != ("Role", "loadgen") or \
+    subjects = {(s.get("kind"), s.get("name"), s.get("namespace") or ns) for s in binding.get("subjects") or []}
+    role_ref = binding.get("roleRef") or {}
+    if (role_ref.get("kind"), role_ref.get("name")) != ("Role", "loadgen") or \
             ("ServiceAccount", "loadgen", ns) not in subjects:
         return False, "RoleBinding loadgen does not bind Role loadgen to ServiceAccount loadgen", APPLY
     return True, None, None
@@ -116,11 +125,10 @@ def check_images(patient):
 
 
 def check_prometheus(patient):
-    deployment = read(client.AppsV1Api(patient.api_client).read_namespaced_deployment, "prometheus",
-                      patient.namespace)
+    deployment = patient.api.get_or_none(f"/apis/apps/v1/namespaces/{patient.namespace}/deployments/prometheus")
     if deployment is None:
         return False, "Deployment prometheus is missing", APPLY
-    if not (deployment.status and (deployment.status.available_replicas or 0) >= 1):
+    if (deployment.get("status") or {}).get("availableReplicas", 0) < 1:
         return False, "Deployment prometheus has no available replica yet", \
             f"kubectl -n {patient.namespace} rollout status deployment/prometheus"
     return True, None, None
@@ -136,7 +144,7 @@ def check_echo(patient):
                 f"kubectl -n {patient.namespace} get events --sort-by=.lastTimestamp"
         service = backend.spec.service
     name = f"doctor-echo-{secrets.token_hex(3)}"
-    job = ClusterJob(patient.api_client, patient.namespace, name,
+    job = ClusterJob(patient.api, patient.namespace, name,
                      ["echo", "--namespace", patient.namespace, "--service", service])
     why_not = f"kubectl -n {patient.namespace} logs job/{name}"
     try:
@@ -198,22 +206,13 @@ def run(context=None, api_client=None, out=None, checks=CHECKS, **options):
 
 # -- helpers --
 
-def read(function, *arguments):
-    """The object, or None if the API says 404."""
-    try:
-        return function(*arguments)
-    except ApiException as error:
-        if error.status == 404:
-            return None
-        raise
-
-
 def grants(rule, group, resource):
-    """True if an RBAC rule allows reading `resource` of API group `group`."""
+    """True if an RBAC rule (the API's JSON) allows reading `resource` of API group `group`."""
     def has(values, value):
         return value in (values or []) or "*" in (values or [])
-    return has(rule.api_groups, group) and has(rule.resources, resource) and (
-        "*" in rule.verbs or READ_VERBS <= set(rule.verbs))
+    verbs = rule.get("verbs") or []
+    return has(rule.get("apiGroups"), group) and has(rule.get("resources"), resource) and (
+        "*" in verbs or READ_VERBS <= set(verbs))
 
 
 def describe(error):

@@ -17,13 +17,14 @@ def tools():
 
 def cluster_answers(api_client=None, timeout_s=3):
     """True if the current kubeconfig context (or `api_client`) has an API server that answers."""
-    from kubernetes import client, config
+    from kubernetes import config
 
+    from .backends.json_api import KubeApi
     from .backends.minikube import kubeconfig_file
     try:
         if api_client is None:
             api_client = config.new_client_from_config(config_file=kubeconfig_file())
-        client.VersionApi(api_client).get_code(_request_timeout=timeout_s)
+        KubeApi(api_client).get("/version", timeout_s=timeout_s)
         return True
     except Exception:  # no kubeconfig, no context, or nobody answering: all mean "no cluster"
         return False
