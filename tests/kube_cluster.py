@@ -29,13 +29,14 @@ import email.utils
 import hashlib
 import itertools
 import json
+import math
 import time
 
 import attrs
 import kmock as km
 from kubernetes import client
 
-from workshop.backends.cluster_job import line, outcome_lines, started_record
+from workshop.backends.cluster_job import STOP_ANNOTATION, line, outcome_lines, started_record
 from workshop.load_generator import FaultSent, LoadOutcome, LoadResult
 
 NS = "cloudnative-echo"
@@ -172,15 +173,17 @@ class FakeCluster:
     """The controllers, kubelet and Job runner of a small cluster, acting on
     kmock through its API every `tick_s`."""
 
-    def __init__(self, kmock, grace_s=0.3, job_s=3.0, pid1_ignores_sigterm=True, start_s=0.2):
+    def __init__(self, kmock, grace_s=0.3, job_s=None, pid1_ignores_sigterm=True, start_s=0.2):
         self.kmock = kmock
         self.grace_s = grace_s            # deletion -> gone
         self.start_s = start_s            # creation -> Ready (container start, readiness probe)
-        self.job_s = job_s                # how long a load Job "runs"
+        self.job_s = job_s                # the longest a load Job runs (default: its --seconds)
         self.exit_code = 137 if pid1_ignores_sigterm else 0
         self.pod_numbers = itertools.count(10)
         self.deleting = {}                # pod name -> when its deletion was seen
         self.jobs = {}                    # job name -> (pod name, started, arguments)
+        self.loads_started = {}           # job name -> when its load's clock started (our monotonic clock)
+        self.loads_ran_s = {}             # job name -> how long its load ran before it stopped
         self.logs = {}                    # (pod name, previous) -> text
         self.starting = {}                # pod name -> when it was created, until it is Ready
         self.slice_sent = None
@@ -317,25 +320,36 @@ class FakeCluster:
         self.slice_sent = endpoints
         self.slices_sent.append(endpoints)
 
-    # -- the Job controller and the load generator's pod --
+    # -- the Job controller, the garbage collector and the load generator's pod --
 
     async def run_jobs(self):
         now = time.monotonic()
-        for name, job in live(self.kmock, "batch/v1/jobs").items():
+        jobs = live(self.kmock, "batch/v1/jobs")
+        for name in self.jobs.keys() - jobs.keys():  # deleted (in the background): its pod goes after it
+            pod = self.jobs[name][0]
+            if pod in live(self.kmock, "v1/pods"):
+                await self.kmock.delete(f"/api/v1/namespaces/{NS}/pods/{pod}")
+        for name, job in jobs.items():
             if job.get("status", {}).get("succeeded"):
                 continue
             if name not in self.jobs:
-                pod = f"{name}-x1y2z"
-                await self.kmock.post(f"/api/v1/namespaces/{NS}/pods", json={
-                    "apiVersion": "v1", "kind": "Pod",
-                    "metadata": {"name": pod, "namespace": NS, "labels": {"job-name": name}},
-                    "spec": json.loads(json.dumps(job["spec"]["template"]["spec"], default=dict))})
-                arguments = job["spec"]["template"]["spec"]["containers"][0]["command"][3:]
-                self.jobs[name] = (pod, now, arguments)
-                self.logs[pod, False] = line(started_record()) + "\n"
+                await self.start_job(name, job)
                 continue
             pod, started, arguments = self.jobs[name]
             await self.write_job_log(name, pod, now - started, arguments)
+
+    async def start_job(self, name, job):
+        pod = f"{name}-x1y2z"
+        template = job["spec"]["template"]
+        await self.kmock.post(f"/api/v1/namespaces/{NS}/pods", json={
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod, "namespace": NS, "labels": {
+                **template["metadata"]["labels"], "job-name": name, "batch.kubernetes.io/job-name": name}},
+            "spec": template["spec"]})
+        # the load generator's clock starts now: its wall clock is the node's
+        self.loads_started[name] = time.monotonic()
+        self.jobs[name] = (pod, self.loads_started[name], template["spec"]["containers"][0]["command"][3:])
+        self.logs[pod, False] = line(started_record(clock=lambda: time.time() + self.kmock.node_clock_s)) + "\n"
 
     async def write_job_log(self, name, pod, elapsed, arguments):
         option = dict(zip(arguments, arguments[1:]))
@@ -345,9 +359,12 @@ class FakeCluster:
             self.faults.append((name, fault))
             self.logs[pod, False] += line({"fault": vars(fault)}) + "\n"
             await self.apply_fault(fault, option["--fault"])
-        if elapsed >= self.job_s:
+        annotations = live(self.kmock, "v1/pods").get(pod, {}).get("metadata", {}).get("annotations") or {}
+        stopped = annotations.get(STOP_ANNOTATION) == "true"
+        if stopped or elapsed >= min(float(option["--seconds"]), self.job_s or math.inf):
+            self.loads_ran_s[name] = elapsed
             address = f"tcp://{POD_NETWORK}10:5555"
-            aware = LoadResult(sent=2, answered=2, samples=[(0.1, 0.0004, address), (1.5, 0.0005, address)],
+            aware = LoadResult(sent=2, answered=2, samples=[(0.1, 0.0004, address), (elapsed - 0.1, 0.0005, address)],
                                per_endpoint={address: 2})
             naive = LoadResult(sent=1, answered=1, samples=[(0.2, 0.0004, "tcp://echo:5555")],
                                per_endpoint={"tcp://echo:5555": 1}) if "--naive-rate" in option else None

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from kubernetes import config
 from kubernetes.client.rest import ApiException
 
-from .backends.cluster_job import ClusterJob, records
+from .backends.cluster_job import ClusterJob, has_record, records
 from .backends.json_api import KubeApi
 from .backends.kube import KubeBackend
 from .backends.minikube import current_context, has_image, images_on_node, is_profile, kubeconfig_file, workshop_images
@@ -145,7 +145,7 @@ def check_echo(patient):
         service = backend.spec.service
     name = f"doctor-echo-{secrets.token_hex(3)}"
     job = ClusterJob(patient.api, patient.namespace, name,
-                     ["echo", "--namespace", patient.namespace, "--service", service])
+                     ["echo", "--namespace", patient.namespace, "--service", service], finished=has_record("echo"))
     why_not = f"kubectl -n {patient.namespace} logs job/{name}"
     try:
         job.wait(patient.job_timeout_s)

@@ -37,7 +37,8 @@ from .json_api import MERGE_PATCH
 from .list_watch import ListWatcher, has_labels
 
 LOADGEN_IMAGE = "cloudnative-echo:loadgen"
-POLL_S = 0.5        # how often the host looks at the Job: keeps the API load to a few requests/s
+POLL_S = 0.5        # how often the host reads the Job's log: keeps the API load to a few requests/s
+STATUS_S = 2.0      # how often it also reads the Job's status (its failure is not in the log)
 LOAD_JOB_START_S = 150  # a load Job's time beyond its load: scheduling, start-up, every endpoint answering
 SAMPLES_PER_LINE = 500
 # The Job's labels, and the label its pods add: the NetworkPolicy in
@@ -70,9 +71,16 @@ def result_lines(client, result):
 
 
 def outcome_lines(outcome):
+    """Every client's result, then the record that says the log is complete."""
     for client in ("aware", "naive"):
         if getattr(outcome, client) is not None:
             yield from result_lines(client, getattr(outcome, client))
+    yield line({"done": True})
+
+
+def has_record(key):
+    """A `finished(lines)` for ClusterJob: the log holds a record with `key`."""
+    return lambda lines: any(key in record for record in records(lines))
 
 
 def records(lines):
@@ -162,29 +170,45 @@ def pods_path(namespace):
 
 
 class ClusterJob:
-    """A Job of this module, created now, watched from the host by polling
-    its status and its pod's log (at most every POLL_S). `api`: a KubeApi."""
+    """A Job of this module, created now, watched from the host by reading
+    its pod's log (at most every POLL_S). `api`: a KubeApi.
 
-    def __init__(self, api, namespace, name, arguments, deadline_s=120):
+    The log says when the work is done (`finished(lines)`: the record the
+    command prints last); the Job's status is read only every STATUS_S, for
+    what the log cannot say (the Job failed, or its pod never started). So a
+    look costs one request, and the host stays at a few per second."""
+
+    def __init__(self, api, namespace, name, arguments, deadline_s=120, finished=lambda lines: False):
         self.api = api
         self.namespace, self.name, self.deadline_s = namespace, name, deadline_s
+        self.finished = finished
         self.api.post(jobs_path(namespace), job_manifest(name, namespace, arguments, deadline_s))
         self.lines = []
         self.done = False
         self.succeeded = False
         self.pod = None
         self._next_look = 0.0
+        self._next_status = time.monotonic() + STATUS_S
 
     def look(self):
-        """Refresh status and log, unless we looked less than POLL_S ago."""
+        """Refresh the log (and now and then the status), unless we looked less than POLL_S ago."""
         if self.done or time.monotonic() < self._next_look:
             return
         self._next_look = time.monotonic() + POLL_S
+        self.lines = self._log_lines()
+        if self.finished(self.lines):
+            self.done = self.succeeded = True
+        elif self.pod is None or time.monotonic() >= self._next_status:
+            self._next_status = time.monotonic() + STATUS_S
+            self._read_status()
+
+    def _read_status(self):
         status = self.api.get(f"{jobs_path(self.namespace)}/{self.name}/status").get("status") or {}
         ended = {c["type"] for c in status.get("conditions") or [] if c.get("status") == "True"}
         self.done = bool(status.get("succeeded") or status.get("failed") or ended & {"Complete", "Failed"})
         self.succeeded = bool(status.get("succeeded"))
-        self.lines = self._log_lines()
+        if self.done:
+            self.lines = self._log_lines()  # what it printed last, before it ended
 
     def find_pod(self):
         """The Job's pod's name, once it has one."""
@@ -248,23 +272,32 @@ class JobLoad:
         self.spec = spec
         self.api = api
         self.job = ClusterJob(api, namespace, name, load_arguments(namespace, service, spec, service_address),
-                              deadline_s=spec.max_s + LOAD_JOB_START_S)
-        self.started_at = None
+                              deadline_s=spec.max_s + LOAD_JOB_START_S,
+                              finished=has_record("done"))
+        self.started_at_node = None   # the load's start, on the node's wall clock
         self.fault = None
         self.stop_sent = False
 
     def _look(self):
         self.job.look()
-        started = next((r for r in records(self.job.lines) if r.get("started")), None)
-        if self.started_at is None and started is not None:
-            started_here = self.api.clock.to_ours(started["at"])  # on our wall clock
-            self.started_at = time.monotonic() - (time.time() - started_here)
+        if self.started_at_node is None:
+            started = next((r for r in records(self.job.lines) if r.get("started")), None)
+            self.started_at_node = started and started["at"]
         if self.fault is None:
             self.fault = read_fault(self.job.lines)
 
+    @property
+    def started_at(self):
+        """When the load's clock started, on this process's monotonic clock;
+        placed anew at each look, as the node's offset gets known better."""
+        if self.started_at_node is None:
+            return None
+        return time.monotonic() - (time.time() - self.api.clock.to_ours(self.started_at_node))
+
     def elapsed(self):
         self._look()
-        return 0.0 if self.started_at is None else max(0.0, time.monotonic() - self.started_at)
+        started_at = self.started_at
+        return 0.0 if started_at is None else max(0.0, time.monotonic() - started_at)
 
     def finished(self):
         self._look()
@@ -314,7 +347,8 @@ def follow_service(api, namespace, service):
 def watch_for_stop(api, namespace, pod, stop):
     """Set `stop` (an Event) once our own pod carries STOP_ANNOTATION."""
     def look(kind, obj):
-        if (obj["metadata"].get("annotations") or {}).get(STOP_ANNOTATION) == "true":
+        mine = obj["metadata"]["name"] == pod  # checked here too: kmock ignores field selectors
+        if mine and (obj["metadata"].get("annotations") or {}).get(STOP_ANNOTATION) == "true":
             stop.set()
     return ListWatcher(api, pods_path(namespace), on_change=look, field_selector=f"metadata.name={pod}").start()
 
