@@ -5,15 +5,24 @@ that fixes it; a check that needs one that failed is skipped, saying so.
 
     ok   kubeconfig context: minikube
     FAIL the images on the node: missing cloudnative-echo:loadgen
-      fix: python -m workshop images
+      fix: .venv/bin/python -m workshop images --context minikube
 
-The last check deploys stage 01 (replacing whatever stage the `echo`
-Deployment ran) and echoes through it from a Job inside the cluster.
+The last check deploys the last stage, the one that exercises the most
+(probes, preStop, metrics), replacing whatever stage the `echo` Deployment
+ran, and echoes through it from a Job inside the cluster.
+
+A context that is not a minikube profile (kind, a cloud cluster) passes too:
+its images cannot be listed from here, so the echo check decides whether
+they are there. Each fix names the interpreter running the doctor and the
+profile it examined.
 """
 
+import os
 import secrets
 import subprocess
+import sys
 import textwrap
+import time
 from dataclasses import dataclass
 
 from kubernetes import config
@@ -22,13 +31,13 @@ from kubernetes.client.rest import ApiException
 from .backends.cluster_job import ClusterJob, has_record, records
 from .backends.json_api import KubeApi
 from .backends.kube import KubeBackend
-from .backends.minikube import current_context, has_image, images_on_node, is_profile, kubeconfig_file, workshop_images
-from .stages import all_stages
+from .backends.minikube import current_context, has_image, images_on_node, kubeconfig_file, profiles, workshop_images
+from .stages import ROOT, all_stages
 
 NAMESPACE = "cloudnative-echo"
 PSS_LABEL = "pod-security.kubernetes.io/enforce"
 APPLY = "kubectl apply -k k8s"
-USE_MINIKUBE = "kubectl config use-context minikube"
+PROMETHEUS_ROLLOUT_S = 60   # a fresh Prometheus pulls its image and starts: wait this long for it
 READ_VERBS = {"get", "list", "watch"}
 
 
@@ -42,7 +51,17 @@ class Patient:
     namespace: str = NAMESPACE
     deploy_timeout_s: float = 180
     job_timeout_s: float = 120
+    prometheus_wait_s: float = PROMETHEUS_ROLLOUT_S
     run: object = subprocess.run                 # how minikube is run
+    known_profiles: dict | None = None           # minikube's profiles, asked once
+
+    def is_profile(self):
+        if self.known_profiles is None:
+            try:
+                self.known_profiles = profiles(self.run)
+            except Exception:  # minikube did not answer: not a profile we can use
+                self.known_profiles = {}
+        return self.context in self.known_profiles
 
     @property
     def api(self):
@@ -50,6 +69,17 @@ class Patient:
         if getattr(self, "_api", None) is None or self._api.api_client is not self.api_client:
             self._api = KubeApi(self.api_client)
         return self._api
+
+
+def interpreter():
+    """The Python running this, as a user would type it: relative to the
+    repository when inside it (.venv/bin/python), else its full path."""
+    path = sys.executable
+    try:
+        relative = os.path.relpath(path, ROOT)
+    except ValueError:  # another drive
+        return path
+    return path if relative.startswith("..") else relative
 
 
 # -- the checks: each returns (ok, detail, fix) --
@@ -76,10 +106,10 @@ def check_api_server(patient):
 
 
 def check_profile(patient):
-    if is_profile(patient.context, run=patient.run):
+    if patient.is_profile():
         return True, None, None
-    return False, (f"{patient.context!r} is not, so the workshop cannot build its images into it "
-                   "(build them by hand, with each chapter's command)"), USE_MINIKUBE
+    return True, (f"{patient.context!r} is not: the workshop cannot build or list its images there "
+                  "(build them with each chapter's command); the echo check below tells whether they are there"), None
 
 
 def check_namespace(patient):
@@ -116,31 +146,39 @@ def check_rbac(patient):
 
 def check_images(patient):
     wanted = [image for _, image in workshop_images(all_stages())]
+    if not patient.is_profile():
+        return True, "not listed (not a minikube profile): the echo check decides", None
     listed = images_on_node(patient.context, run=patient.run)
     missing = [image for image in wanted if not has_image(image, listed)]
     if missing:
-        return False, f"missing {', '.join(missing)}", "python -m workshop images" + (
-            f" --context {patient.context}" if patient.explicit_context else "")
+        return False, f"missing {', '.join(missing)}", f"{interpreter()} -m workshop images --context {patient.context}"
     return True, f"{len(wanted)} images", None
 
 
 def check_prometheus(patient):
-    deployment = patient.api.get_or_none(f"/apis/apps/v1/namespaces/{patient.namespace}/deployments/prometheus")
-    if deployment is None:
-        return False, "Deployment prometheus is missing", APPLY
-    if (deployment.get("status") or {}).get("availableReplicas", 0) < 1:
-        return False, "Deployment prometheus has no available replica yet", \
-            f"kubectl -n {patient.namespace} rollout status deployment/prometheus"
-    return True, None, None
+    """Prometheus available, waiting (bounded) for a rollout still under way."""
+    path = f"/apis/apps/v1/namespaces/{patient.namespace}/deployments/prometheus"
+    deadline = time.monotonic() + patient.prometheus_wait_s
+    while True:
+        deployment = patient.api.get_or_none(path)
+        if deployment is None:
+            return False, "Deployment prometheus is missing", APPLY
+        if (deployment.get("status") or {}).get("availableReplicas", 0) >= 1:
+            return True, None, None
+        if time.monotonic() > deadline:
+            return False, f"Deployment prometheus has no available replica after {patient.prometheus_wait_s:.0f} s", \
+                f"kubectl -n {patient.namespace} describe deployment/prometheus"
+        time.sleep(1)  # its rollout is still under way
 
 
 def check_echo(patient):
-    """Stage 01 deployed, and one echo from inside the cluster through its Service."""
+    """The last stage deployed, and one echo from inside the cluster through its Service."""
+    stage = all_stages()[-1]
     with KubeBackend(api_client=patient.api_client) as backend:
         try:
-            backend.deploy("01", timeout=patient.deploy_timeout_s)
+            backend.deploy(stage, timeout=patient.deploy_timeout_s)
         except TimeoutError as error:
-            return False, f"stage 01 did not come up: {error}", \
+            return False, f"stage {stage} did not come up: {error}", \
                 f"kubectl -n {patient.namespace} get events --sort-by=.lastTimestamp"
         service = backend.spec.service
     name = f"doctor-echo-{secrets.token_hex(3)}"
@@ -155,7 +193,8 @@ def check_echo(patient):
     if not (job.succeeded and echoes):
         outcome = "succeeded without an echo" if job.succeeded else "failed"
         return False, f"Job {name} {outcome}; its last log lines:\n{last_lines(job)}", why_not
-    return True, f"stage 01 answered through Service {service}, {echoes[-1]['endpoints']} endpoints", None
+    job.delete()  # kept only when it failed, for its log
+    return True, f"stage {stage} answered through Service {service}, {echoes[-1]['endpoints']} endpoints", None
 
 
 @dataclass
@@ -170,11 +209,11 @@ class Check:
 CHECKS = [
     Check("context", "kubeconfig context", check_context, "minikube start"),
     Check("api", "the API server answers", check_api_server, "minikube start", ("context",)),
-    Check("profile", "the context is a minikube profile", check_profile, USE_MINIKUBE, ("context",)),
+    Check("profile", "the context is a minikube profile", check_profile, "minikube profile list", ("context",)),
     Check("namespace", f"namespace {NAMESPACE}, Pod Security restricted", check_namespace, APPLY, ("api",)),
     Check("rbac", "RBAC for the load generator (ServiceAccount, Role, RoleBinding loadgen)", check_rbac,
           APPLY, ("namespace",)),
-    Check("images", "the images on the node", check_images, "python -m workshop images", ("api", "profile")),
+    Check("images", "the images on the node", check_images, f"{interpreter()} -m workshop images", ("api", "profile")),
     Check("prometheus", "Prometheus is available", check_prometheus, APPLY, ("namespace",)),
     Check("echo", "an echo through an in-cluster Job", check_echo, f"kubectl -n {NAMESPACE} get events",
           ("rbac", "images")),
@@ -223,8 +262,8 @@ def describe(error):
 
 
 def start_command(patient):
-    """`minikube start`, for the profile named like the context if there is one."""
-    if patient.context not in (None, "minikube") and is_profile(patient.context, run=patient.run):
+    """`minikube start` for the profile examined (minikube names a profile's context after it)."""
+    if patient.context and patient.is_profile():
         return f"minikube start -p {patient.context}"
     return "minikube start"
 
