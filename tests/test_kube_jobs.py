@@ -221,3 +221,19 @@ async def test_watches_ask_for_bookmarks_and_read_them(kmock):
     watches = [r for r in list(kmock) if r.params.get("watch") == "true"]
     assert watches and all(r.params.get("allowWatchBookmarks") == "true" for r in watches)
     assert all(w.bookmarks >= 1 for w in watchers)
+
+
+# -- teardown is not measured --
+
+async def test_the_previous_runs_pods_go_without_their_grace_period(kmock):
+    """01-03 ignore SIGTERM: each old pod would hold its 30 s grace (here
+    5 s). A new deploy deletes them with gracePeriodSeconds=0 instead."""
+    def work(backend, cluster):
+        backend.deploy("01", timeout=30)
+        old = {pod.name for pod in backend.pods()}
+        started = time.monotonic()
+        backend.deploy("01", timeout=30)
+        return old, time.monotonic() - started
+    old, took_s = await with_cluster(kmock, work, grace_s=5)
+    assert old and old <= kmock.deleted_without_grace
+    assert took_s < 5  # not one grace period

@@ -67,7 +67,10 @@ def backend_options(args, stages):
 def demo(args):
     stages = [resolve(s) for s in args.stage] if args.stage else all_stages()
     scenarios = args.scenario or list(SCENARIOS)
-    print(f"{len(scenarios)} scenarios x {len(stages)} stages on the {args.backend} backend", flush=True)
+    from .demo_estimate import estimate
+    jobs = 1 if args.backend == "kube" else args.jobs
+    print(f"{len(scenarios)} scenarios x {len(stages)} stages on the {args.backend} backend, "
+          f"{estimate(stages, scenarios, args.backend, jobs).line()}", flush=True)
     started = time.monotonic()
     options = backend_options(args, stages)
     from .parallel_runs import run_all
