@@ -42,7 +42,7 @@ from kubernetes.client.rest import ApiException
 from ..manifests import load_stage, render
 from ..stages import stage_dir
 from .base import Backend, PodStatus, PodTermination
-from .cluster_job import ClusterJob, JobLoad, pods_path, read_log
+from .cluster_job import JobLoad, pods_path, read_log
 from .endpointslices import EndpointSliceWatcher
 from .json_api import MERGE_PATCH, STRATEGIC_PATCH, KubeApi
 from .list_watch import ListWatcher, has_labels, label_selector
@@ -191,13 +191,6 @@ class KubeBackend(Backend):
                        name=f"echo-loadgen-{secrets.token_hex(3)}")
         self._jobs.append(load.job)
         return load
-
-    def run_job(self, name, arguments, deadline_s=120):
-        """Any other Job of cluster_job (the doctor's echo check), deleted when this backend closes."""
-        job = ClusterJob(self.api, self.spec.namespace if self.spec else "cloudnative-echo", name, arguments,
-                         deadline_s)
-        self._jobs.append(job)
-        return job
 
     def close(self):
         self._stop_watching()
