@@ -10,7 +10,14 @@ pkg/minikube/machine/build_images.go and cache_images.go):
   their IDs and tags;
 - the docker runtime (minikube's default) moves a tag on `image tag` and only
   untags on `image rm`; containerd's `ctr images tag` will not move an
-  existing tag, and its CRI removes a whole image, every tag, on `image rm`.
+  existing tag, and its CRI removes a whole image, every tag, on `image rm`;
+- `profile list -o json [--light]` lists each valid profile with its Config
+  (its Nodes); `--light` skips asking each machine its status, which is what
+  takes seconds on VM drivers (cmd/minikube/cmd/config/profile_list.go);
+- on a profile of several nodes `image build` builds on the control plane
+  only, unless `--all` (pkg/minikube/machine/build_images.go; `minikube image
+  build --help`: "--all: Build image on all nodes"), while `image ls` lists
+  what any node has.
 """
 
 import json
@@ -46,6 +53,8 @@ def untag(images, reference):
 
 
 def build(state, arguments):
+    every_node = "--all" in arguments
+    arguments = [a for a in arguments if a != "--all"]
     options = dict(zip(arguments[::2], arguments[1::2]))
     directory = Path(arguments[-1])
     dockerfile = directory / options.get("-f", "Dockerfile")  # -f is relative to DIR
@@ -59,6 +68,7 @@ def build(state, arguments):
     new = hashlib.sha256(f"{options['-t']} {state['builds']}".encode()).hexdigest()
     untag(state["images"], options["-t"])
     state["images"][new] = [normalise(options["-t"])]
+    state["built_on"][new] = list(range(state["nodes"])) if every_node else [0]  # 0: the control plane
     print(f"#9 naming to {normalise(options['-t'])} done")
     return 0
 
@@ -68,7 +78,13 @@ def main(argv):
     with open(HERE / "calls.jsonl", "a") as calls:
         calls.write(json.dumps(argv) + "\n")
     if argv[:2] == ["profile", "list"]:
-        print(json.dumps({"invalid": [], "valid": [{"Name": p, "Status": "OK"} for p in state["profiles"]]}))
+        if state["profile_list_s"]:
+            import time
+            time.sleep(state["profile_list_s"])  # a VM that does not answer
+        nodes = [{"Name": "" if i == 0 else f"m0{i + 1}", "ControlPlane": i == 0} for i in range(state["nodes"])]
+        print(json.dumps({"invalid": [], "valid": [
+            {"Name": p, **({} if "--light" in argv else {"Status": "OK"}), "Config": {"Name": p, "Nodes": nodes}}
+            for p in state["profiles"]]}))
         return 0
     profile, command, arguments = argv[1], argv[2:4], argv[4:]
     if argv[0] != "-p" or profile not in state["profiles"]:
@@ -117,7 +133,7 @@ class FakeMinikube:
         script.write_text(f"#!{sys.executable}\n{FAKE_MINIKUBE}")
         script.chmod(0o755)
         self.write({"profiles": list(profiles), "runtime": runtime, "build_fails": False, "builds": 0,
-                    "images": {}})
+                    "images": {}, "nodes": 1, "built_on": {}, "profile_list_s": 0})
         monkeypatch.setenv("PATH", f"{directory}{os.pathsep}{os.environ['PATH']}")
 
     def read(self):
@@ -137,6 +153,10 @@ class FakeMinikube:
     def image_id(self, reference):
         wanted = minikube.normalise(reference)
         return next((i for i, tags in self.read()["images"].items() if wanted in tags), None)
+
+    def nodes_with(self, reference):
+        """Which nodes the image tagged `reference` was built on (0: the control plane)."""
+        return self.read()["built_on"].get(self.image_id(reference), [])
 
     def tags(self):
         return {tag for tags in self.read()["images"].values() for tag in tags}

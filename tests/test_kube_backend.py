@@ -14,17 +14,19 @@ import kmock as km
 import pytest
 from kubernetes import client
 
-from kube_cluster import NS, VERSION, api_client
+from kube_cluster import NS, VERSION, ApiServer, api_client
 from support import ROOT, STAGES, free_port, wait_for
 from workshop import notebook_setup
 from workshop.backends.cluster_job import JobLoad, line, outcome_lines, started_record
 from workshop.backends.endpointslices import EndpointSliceWatcher, ready_endpoints
+from workshop.backends.json_api import KubeApi
 from workshop.backends.list_watch import BACKOFF_FIRST_S
 from workshop.backends.kube import RESTARTED_AT, KubeBackend, api_path
 from workshop.load_generator import FaultSent, LoadOutcome, LoadResult, LoadSpec
 from workshop.manifests import load_stage, render
 from workshop.stages import stage_dir
 
+pytestmark = pytest.mark.kmock(cls=ApiServer)
 DEPLOYMENTS = "apps/v1/deployments"
 SLICES = "/apis/discovery.k8s.io/v1/namespaces/cloudnative-echo/endpointslices"
 
@@ -129,7 +131,7 @@ async def test_endpointslice_watch_follows_changes_and_relists_after_410(kmock):
     await kmock.post(SLICES, json=endpoint_slice("echo-a", ["10.0.0.1"]))
     # The first watch is told its resourceVersion is too old, as an API server may.
     kmock[km.action.WATCH][:1] << (GONE,)
-    watcher = await asyncio.to_thread(EndpointSliceWatcher(api_client(kmock), NS, "echo").start)
+    watcher = await asyncio.to_thread(EndpointSliceWatcher(KubeApi(api_client(kmock)), NS, "echo").start)
     try:
         assert {e.address for e in watcher.feed.snapshot()[1]} == {"tcp://10.0.0.1:5555"}
         await kmock.post(SLICES, json=endpoint_slice("echo-b", ["10.0.0.2"]))
@@ -155,7 +157,7 @@ async def test_repeated_410s_back_off_before_listing_again(kmock):
         raise NotImplementedError  # recorded: kmock answers it
     kmock.override >> record_list
     kmock[km.action.WATCH][:4] << (GONE,)  # four watches in a row: 410
-    watcher = await asyncio.to_thread(EndpointSliceWatcher(api_client(kmock), NS, "echo").start)
+    watcher = await asyncio.to_thread(EndpointSliceWatcher(KubeApi(api_client(kmock)), NS, "echo").start)
     try:
         await asyncio.to_thread(wait_for, lambda: len(lists) >= 5, 15, 0.05, "five lists")
     finally:
@@ -170,7 +172,7 @@ async def test_a_silent_watch_is_given_up_after_the_read_timeout(kmock):
     read timeout the watcher would wait for ever."""
     kmock.resources.load_bundled()
     watcher = await asyncio.to_thread(
-        EndpointSliceWatcher(api_client(kmock), NS, "echo", read_timeout_s=1).start)
+        EndpointSliceWatcher(KubeApi(api_client(kmock)), NS, "echo", read_timeout_s=1).start)
     try:
         await asyncio.to_thread(wait_for, lambda: watcher.watcher.watches >= 2, 10, 0.05, "a second watch")
         await kmock.post(SLICES, json=endpoint_slice("echo-a", ["10.0.0.1"]))
@@ -192,7 +194,7 @@ def test_an_endpoint_whose_readiness_is_unknown_counts_as_ready():
 async def test_load_job_runs_in_cluster_and_its_log_is_read_back(kmock, backend):
     backend.spec = load_stage("04")
     spec = LoadSpec(rate=500, timeout_s=1.0, max_s=5, fault="crash", fault_at_s=1.0, naive_rate=100)
-    load = await asyncio.to_thread(JobLoad, backend.api_client, NS, "echo", spec, "tcp://echo:5555", "echo-loadgen-t")
+    load = await asyncio.to_thread(JobLoad, backend.api, NS, "echo", spec, "tcp://echo:5555", "echo-loadgen-t")
     job = kmock.objects["batch/v1/jobs", NS, "echo-loadgen-t"]
     pod_spec = job["spec"]["template"]["spec"]
     assert pod_spec["serviceAccountName"] == "loadgen"
@@ -216,7 +218,8 @@ async def test_load_job_runs_in_cluster_and_its_log_is_read_back(kmock, backend)
     started = {**started_record(), "at": time.time() - 2}  # the Job started 2 s ago, by its clock
     log = "\n".join([line(started), line({"fault": vars(fault)}), "a stray line", *outcome_lines(sent)]) + "\n"
     kmock[km.subresource("log")] << log.encode()
-    assert 2 <= await asyncio.to_thread(load.elapsed) < 5  # its clock, not when we read the line
+    elapsed = await asyncio.to_thread(load.elapsed)  # its clock, not when we read the line
+    assert abs(elapsed - 2) <= backend.api.clock.uncertainty_s() + 0.1
     await kmock.patch(f"/apis/batch/v1/namespaces/{NS}/jobs/echo-loadgen-t", json={"status": {"succeeded": 1}})
     received = await asyncio.to_thread(load.result, 10)
     assert received == sent

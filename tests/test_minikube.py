@@ -158,3 +158,51 @@ async def test_auto_picks_a_cluster_that_answers_only_if_it_is_a_minikube_profil
     assert await asyncio.to_thread(notebook_setup.choose_backend, "auto") == "local"
     fake_minikube.update(profiles=["work-cluster"])
     assert await asyncio.to_thread(notebook_setup.choose_backend, "auto") == "kube"
+
+
+# -- asking minikube once, lightly; several nodes; what has not changed --
+
+def test_a_demo_asks_for_the_profiles_once_and_lightly(fake_minikube, capsys):
+    args = cli.parse_args(["demo", "--backend", "kube", "--context", "minikube"])
+    options = cli.backend_options(args, ["04"])
+    assert options == {"context": "minikube", "build_images": False}
+    listings = [call for call in fake_minikube.calls() if call[:2] == ["profile", "list"]]
+    assert listings == [["profile", "list", "-o", "json", "--light"]]
+
+
+def test_a_profile_list_that_times_out_is_one_clear_line(fake_minikube, monkeypatch, capsys):
+    monkeypatch.setattr(minikube, "PROFILE_LIST_TIMEOUT_S", 1)
+    fake_minikube.update(profile_list_s=5)
+    assert cli.main(["images", "--context", "minikube"]) == 2
+    err = capsys.readouterr().err
+    assert "did not answer within 1 s" in err and "minikube status" in err and "Traceback" not in err
+
+
+def test_on_several_nodes_every_image_is_built_on_every_node(fake_minikube):
+    fake_minikube.update(nodes=2)
+    assert minikube.profiles() == {"minikube": 2}
+    build_images(["04"], progress=lambda line: None, nodes=minikube.profiles()["minikube"])
+    for image in (STAGE_IMAGE, LOADGEN_IMAGE):
+        assert fake_minikube.nodes_with(image) == [0, 1], image  # not the control plane only
+    builds = [call for call in fake_minikube.calls() if call[2:4] == ["image", "build"]]
+    assert all("--all" in call for call in builds)
+
+
+def test_an_image_whose_sources_have_not_changed_is_not_built_again(fake_minikube):
+    lines = []
+    build_images(["04"], progress=lines.append)
+    builds = fake_minikube.read()["builds"]
+    build_images(["04"], progress=lines.append)
+    assert fake_minikube.read()["builds"] == builds  # nothing built the second time
+    assert lines[-2:] == [f"{STAGE_IMAGE} is up to date (built from these sources already)",
+                          f"{LOADGEN_IMAGE} is up to date (built from these sources already)"]
+
+
+def test_a_changed_source_builds_its_image_again(fake_minikube, monkeypatch):
+    build_images(["04"], progress=lambda line: None)
+    before = fake_minikube.image_id(STAGE_IMAGE)
+    real_hash = minikube.source_hash
+    monkeypatch.setattr(minikube, "source_hash", lambda stage: real_hash(stage) + ("x" if stage else ""))
+    build_images(["04"], progress=lambda line: None)
+    assert fake_minikube.image_id(STAGE_IMAGE) != before  # the stage's sources changed: rebuilt
+    assert minikube.source_hash("04") != minikube.source_hash("05")

@@ -74,18 +74,23 @@ def backend_options(args, stages):
     if args.backend != "kube":
         return {}
     from .backends import minikube
-    context = minikube.choose_context(args.context, build_images=not args.no_build)
-    if not args.no_build and not minikube.is_profile(context):
+    known = {} if args.no_build else minikube.profiles()  # asked once: seconds on VM drivers
+    context = minikube.choose_context(args.context, build_images=not args.no_build, known=known)
+    if not args.no_build and context not in known:
         print(f"{context} is not a minikube profile: using the images already in that cluster", flush=True)
     elif not args.no_build:
-        minikube.build_images(stages, profile=context, progress=lambda line: print(line, flush=True))
+        minikube.build_images(stages, profile=context, progress=lambda line: print(line, flush=True),
+                              nodes=known[context])
     return {"context": context, "build_images": False}
 
 
 def demo(args):
     stages = [resolve(s) for s in args.stage] if args.stage else all_stages()
     scenarios = args.scenario or list(SCENARIOS)
-    print(f"{len(scenarios)} scenarios x {len(stages)} stages on the {args.backend} backend", flush=True)
+    from .demo_estimate import estimate
+    jobs = 1 if args.backend == "kube" else args.jobs
+    print(f"{len(scenarios)} scenarios x {len(stages)} stages on the {args.backend} backend, "
+          f"{estimate(stages, scenarios, args.backend, jobs).line()}", flush=True)
     started = time.monotonic()
     options = backend_options(args, stages)
     from .parallel_runs import run_all
@@ -108,12 +113,14 @@ def run(args):
 
 def images(args):
     from .backends import minikube
-    context = minikube.choose_context(args.context)
-    if not minikube.is_profile(context):
+    known = minikube.profiles()
+    context = minikube.choose_context(args.context, known=known)
+    if context not in known:
         raise ContextRefused(f"{context!r} is not a minikube profile: build the images into that cluster "
                              "yourself (each chapter has the command), or use minikube:\n"
                              "  kubectl config use-context minikube")
-    minikube.build_images(all_stages(), profile=context, progress=lambda line: print(line, flush=True))
+    minikube.build_images(all_stages(), profile=context, progress=lambda line: print(line, flush=True),
+                          nodes=known[context])
 
 
 def echo(args):

@@ -17,13 +17,14 @@ def tools():
 
 def cluster_answers(api_client=None, timeout_s=3):
     """True if the current kubeconfig context (or `api_client`) has an API server that answers."""
-    from kubernetes import client, config
+    from kubernetes import config
 
+    from .backends.json_api import KubeApi
     from .backends.minikube import kubeconfig_file
     try:
         if api_client is None:
             api_client = config.new_client_from_config(config_file=kubeconfig_file())
-        client.VersionApi(api_client).get_code(_request_timeout=timeout_s)
+        KubeApi(api_client).get("/version", timeout_s=timeout_s)
         return True
     except Exception:  # no kubeconfig, no context, or nobody answering: all mean "no cluster"
         return False
@@ -37,7 +38,7 @@ def choose_backend(preference="auto", api_client=None):
     if preference not in ("auto", "local", "kube"):
         raise ValueError(f"BACKEND must be auto, local or kube, not {preference!r}")
     if preference == "auto":
-        ours = api_client is not None or minikube.is_profile(minikube.current_context())
+        ours = api_client is not None or minikube.current_context() in minikube.profiles()
         return "kube" if ours and cluster_answers(api_client) else "local"
     return preference
 
@@ -59,15 +60,16 @@ def prepare_kube(context=None, api_client=None, progress=print):
     (each checked on the node). Returns the context, for the doctor."""
     from .backends import minikube
     from .backends.kube import KubeBackend
-    context = minikube.choose_context(context)  # refuses a current context that is not minikube
+    known = minikube.profiles()  # asked once: seconds on VM drivers
+    context = minikube.choose_context(context, known=known)  # refuses a current context that is not minikube
     if api_client is None:
         options = {"context": context, "build_images": False}  # the images are built below
     else:
         options = {"api_client": api_client}
     with KubeBackend(**options) as cluster:
         progress("applied: " + ", ".join(prepare_cluster(cluster)))
-    if minikube.is_profile(context):
-        minikube.build_images(all_stages(), profile=context, progress=progress)
+    if context in known:
+        minikube.build_images(all_stages(), profile=context, progress=progress, nodes=known[context])
     else:
         progress(f"{context} is not a minikube profile: build the images into that cluster yourself "
                  "(each chapter has the command)")

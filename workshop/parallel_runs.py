@@ -17,6 +17,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
+from .demo_estimate import left_s
 from .interrupts import stop_on_sigterm
 from .manifests import load_stage
 from .scenarios import SCENARIOS, ScenarioResult
@@ -125,8 +126,9 @@ def run_all(stages, scenarios, backend="local", jobs=JOBS, progress=print, backe
 
     def finished(stage, scenario, result):
         results[(stage, scenario)] = result
+        left = left_s([pair for pair in pairs if pair not in results], backend, jobs)
         progress(f"[{len(results):>2}/{len(pairs)}] {time.monotonic() - started:5.1f} s  {scenario:<15} "
-                 f"{stage:<12} lost {result.lost}/{result.sent}")
+                 f"{stage:<12} lost {result.lost}/{result.sent}" + (f"  (about {left / 60:.0f} min left)" if left else ""))
     try:
         for wave, wave_jobs in ((longest_first(busy), jobs), (quiet, quiet_jobs)):
             run_wave(children, wave, wave_jobs, finished, backend, backend_options or {})

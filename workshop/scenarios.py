@@ -245,6 +245,11 @@ class RollingRestartInit(RollingRestart):
     naive_rate = 0
     init_process = True
 
+    @classmethod
+    def expected_s(cls, spec):
+        """SIGTERM kills an old pod at once here, or it drains: no grace period waited out."""
+        return min(cls.max_s, cls.min_s + 4)
+
 
 class PodKill(Scenario):
     """`kubectl delete pod`: one replica terminated the polite way."""

@@ -6,7 +6,16 @@ cluster. So everything that talks to a pod runs here, in the load generator
 image: the check that every endpoint answers, the load itself (the
 endpoint-aware client, and the naive one through the Service), and the fault
 sent to one replica. The Job prints JSON lines to its log; the host reads them
-(`JobLoad`), polling at most twice a second.
+(`JobLoad`), polling at most twice a second, every object as the API's JSON
+(`json_api`).
+
+The load stops early when the host says so (`JobLoad.stop()`): the host
+annotates the Job's pod, and the load generator, which watches its own pod
+(its name from the downward API, its Role may read pods), stops sending. So
+a scenario's load ends at the same point on both backends. It also stops on
+SIGTERM — it is PID 1 in its container, where Python without a handler
+would ignore SIGTERM until the SIGKILL at the end of the grace period: it
+stops sending, prints what it has and exits, within the Job's short grace.
 
     python -m workshop.backends.cluster_job load --service echo --rate 500 ...
     python -m workshop.backends.cluster_job echo --service echo
@@ -14,31 +23,39 @@ sent to one replica. The Job prints JSON lines to its log; the host reads them
 
 import argparse
 import json
+import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict
 
 from ..feed import Endpoint, EndpointFeed
 from ..load_generator import FaultSent, LoadOutcome, LoadResult, LoadSpec, run_load, \
     wait_until_every_endpoint_answers
-from .list_watch import has_labels
+from .json_api import MERGE_PATCH
+from .list_watch import ListWatcher, has_labels
 
 LOADGEN_IMAGE = "cloudnative-echo:loadgen"
-POLL_S = 0.5        # how often the host looks at the Job: keeps the API load to a few requests/s
+POLL_S = 0.5        # how often the host reads the Job's log: keeps the API load to a few requests/s
+STATUS_S = 2.0      # how often it also reads the Job's status (its failure is not in the log)
 LOAD_JOB_START_S = 150  # a load Job's time beyond its load: scheduling, start-up, every endpoint answering
 SAMPLES_PER_LINE = 500
 # The Job's labels, and the label its pods add: the NetworkPolicy in
 # k8s/network-policy.yaml lets pods with either into the echo port.
 LOADGEN_LABELS = {"app.kubernetes.io/name": "loadgen", "app.kubernetes.io/part-of": "cloudnative-echo"}
 CLIENT_LABEL = {"cloudnative-echo/client": "true"}
+STOP_ANNOTATION = "cloudnative-echo/stop"  # set on the Job's pod by the host: stop sending now
+POD_NAME_ENV = "POD_NAME"   # the pod's own name, from the downward API
+GRACE_S = 5                 # the Job pod's grace: the load stops sending at SIGTERM and prints within 1-2 s
 
 # -- the log protocol: one JSON object per line --
 
-def started_record():
-    """The load's clock starts now: its wall-clock time, so the host can place
-    it on its own clock (minikube shares the host's clock) instead of when it
-    happened to read the line."""
-    return {"started": True, "at": time.time()}
+def started_record(clock=time.time):
+    """The load's clock starts now: its wall-clock time, the node's. The host
+    places it on its own clock through the offset it measured (`NodeClock`),
+    instead of when it happened to read the line."""
+    return {"started": True, "at": clock()}
 
 
 def line(record):
@@ -54,9 +71,16 @@ def result_lines(client, result):
 
 
 def outcome_lines(outcome):
+    """Every client's result, then the record that says the log is complete."""
     for client in ("aware", "naive"):
         if getattr(outcome, client) is not None:
             yield from result_lines(client, getattr(outcome, client))
+    yield line({"done": True})
+
+
+def has_record(key):
+    """A `finished(lines)` for ClusterJob: the log holds a record with `key`."""
+    return lambda lines: any(key in record for record in records(lines))
 
 
 def records(lines):
@@ -111,11 +135,13 @@ def job_manifest(name, namespace, arguments, deadline_s):
             "metadata": {"labels": {**LOADGEN_LABELS, **CLIENT_LABEL}},
             "spec": {
                 "serviceAccountName": "loadgen", "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": GRACE_S,
                 "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
                                     "seccompProfile": {"type": "RuntimeDefault"}},
                 "containers": [{
                     "name": "loadgen", "image": LOADGEN_IMAGE, "imagePullPolicy": "IfNotPresent",
                     "command": ["python", "-m", __spec__.name, *arguments],
+                    "env": [{"name": POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
                     "resources": {"requests": {"cpu": "200m", "memory": "64Mi"},
                                   "limits": {"cpu": "1", "memory": "256Mi"}},
                     "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
@@ -137,43 +163,70 @@ def load_arguments(namespace, service, spec, service_address):
     return arguments
 
 
-class ClusterJob:
-    """A Job of this module, created now, watched from the host by polling
-    its status and its pod's log (at most every POLL_S)."""
+def jobs_path(namespace):
+    return f"/apis/batch/v1/namespaces/{namespace}/jobs"
 
-    def __init__(self, api_client, namespace, name, arguments, deadline_s=120):
-        from kubernetes import client
-        self.core = client.CoreV1Api(api_client)
-        self.batch = client.BatchV1Api(api_client)
+
+def pods_path(namespace):
+    return f"/api/v1/namespaces/{namespace}/pods"
+
+
+class ClusterJob:
+    """A Job of this module, created now, watched from the host by reading
+    its pod's log (at most every POLL_S). `api`: a KubeApi.
+
+    The log says when the work is done (`finished(lines)`: the record the
+    command prints last); the Job's status is read only every STATUS_S, for
+    what the log cannot say (the Job failed, or its pod never started). So a
+    look costs one request, and the host stays at a few per second."""
+
+    def __init__(self, api, namespace, name, arguments, deadline_s=120, finished=lambda lines: False):
+        self.api = api
         self.namespace, self.name, self.deadline_s = namespace, name, deadline_s
-        self.batch.create_namespaced_job(namespace, job_manifest(name, namespace, arguments, deadline_s))
+        self.finished = finished
+        self.api.post(jobs_path(namespace), job_manifest(name, namespace, arguments, deadline_s))
         self.lines = []
         self.done = False
         self.succeeded = False
-        self._pod = None
+        self.pod = None
         self._next_look = 0.0
+        self._next_status = time.monotonic() + STATUS_S
 
     def look(self):
-        """Refresh status and log, unless we looked less than POLL_S ago."""
+        """Refresh the log (and now and then the status), unless we looked less than POLL_S ago."""
         if self.done or time.monotonic() < self._next_look:
             return
         self._next_look = time.monotonic() + POLL_S
-        status = self.batch.read_namespaced_job_status(self.name, self.namespace).status
-        ended = {c.type for c in (status and status.conditions) or [] if c.status == "True"} & {"Complete", "Failed"}
-        self.done = bool(status and (status.succeeded or status.failed or ended))
-        self.succeeded = bool(status and status.succeeded)
         self.lines = self._log_lines()
+        if self.finished(self.lines):
+            self.done = self.succeeded = True
+        elif self.pod is None or time.monotonic() >= self._next_status:
+            self._next_status = time.monotonic() + STATUS_S
+            self._read_status()
+
+    def _read_status(self):
+        status = self.api.get(f"{jobs_path(self.namespace)}/{self.name}/status").get("status") or {}
+        ended = {c["type"] for c in status.get("conditions") or [] if c.get("status") == "True"}
+        self.done = bool(status.get("succeeded") or status.get("failed") or ended & {"Complete", "Failed"})
+        self.succeeded = bool(status.get("succeeded"))
+        if self.done:
+            self.lines = self._log_lines()  # what it printed last, before it ended
+
+    def find_pod(self):
+        """The Job's pod's name, once it has one."""
+        if self.pod is None:
+            listing = self.api.get(pods_path(self.namespace), labelSelector=f"job-name={self.name}")
+            pods = [p for p in listing["items"] if has_labels(p["metadata"].get("labels"), {"job-name": self.name})]
+            if pods:  # checked here too: kmock ignores selectors
+                self.pod = pods[0]["metadata"]["name"]
+        return self.pod
 
     def _log_lines(self):
         from kubernetes.client.rest import ApiException
-        if self._pod is None:
-            pods = self.core.list_namespaced_pod(self.namespace, label_selector=f"job-name={self.name}").items
-            pods = [p for p in pods if has_labels(p.metadata.labels, {"job-name": self.name})]  # checked here too
-            if not pods:
-                return []
-            self._pod = pods[0].metadata.name
+        if self.find_pod() is None:
+            return []
         try:
-            return read_log(self.core, self._pod, self.namespace).splitlines()
+            return read_log(self.api, self.pod, self.namespace).splitlines()
         except ApiException as error:
             if error.status in (400, 404):  # the container has not started yet
                 return []
@@ -188,51 +241,77 @@ class ClusterJob:
             self.look()
         return self
 
+    def delete(self):
+        """Delete the Job and, after it, its pods (a foreground or orphaning
+        delete would leave them, or make us wait)."""
+        from kubernetes.client.rest import ApiException
+        try:
+            self.api.delete(f"{jobs_path(self.namespace)}/{self.name}", propagationPolicy="Background")
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
     def last_lines(self, count=20):
         return "\n".join(self.lines[-count:])
 
 
-def read_log(core, pod, namespace, previous=False):
-    """A pod's log as its text. (Read raw: the client would otherwise parse a
-    log that happens to be one JSON line and hand back a Python repr of it.)"""
-    response = core.read_namespaced_pod_log(pod, namespace, previous=previous, _preload_content=False)
-    return response.data.decode(errors="replace")
+def read_log(api, pod, namespace, previous=False):
+    """A pod's log as its text (never parsed: a log that happens to be one
+    JSON line is still text)."""
+    return api.text(f"{pods_path(namespace)}/{pod}/log", previous=previous)
 
 
 class JobLoad:
     """The scenario's load as a Job: the handle every backend's load offers.
 
-    Its clock starts at the time its first log line gives, placed on this
-    process's clock; so the fault's time (the Job's clock) and the host's
-    observations (this one) are comparable. It runs its full `max_s`: stop()
-    cannot reach into the cluster early."""
+    Its clock starts at the time its first log line gives (the node's wall
+    clock), placed on this process's clock through the node's measured offset
+    (`api.clock`); so the fault's time (the Job's clock) and the host's
+    observations (this one) are comparable. stop() annotates the Job's pod:
+    the load generator stops sending within moments."""
 
-    def __init__(self, api_client, namespace, service, spec, service_address, name):
+    def __init__(self, api, namespace, service, spec, service_address, name):
         self.spec = spec
-        self.job = ClusterJob(api_client, namespace, name, load_arguments(namespace, service, spec, service_address),
-                              deadline_s=spec.max_s + LOAD_JOB_START_S)
-        self.started_at = None
+        self.api = api
+        self.job = ClusterJob(api, namespace, name, load_arguments(namespace, service, spec, service_address),
+                              deadline_s=spec.max_s + LOAD_JOB_START_S,
+                              finished=has_record("done"))
+        self.started_at_node = None   # the load's start, on the node's wall clock
         self.fault = None
+        self.stop_sent = False
 
     def _look(self):
         self.job.look()
-        started = next((r for r in records(self.job.lines) if r.get("started")), None)
-        if self.started_at is None and started is not None:
-            # on this process's monotonic clock; never later than now
-            self.started_at = time.monotonic() - max(0.0, time.time() - started.get("at", time.time()))
+        if self.started_at_node is None:
+            started = next((r for r in records(self.job.lines) if r.get("started")), None)
+            self.started_at_node = started and started["at"]
         if self.fault is None:
             self.fault = read_fault(self.job.lines)
 
+    @property
+    def started_at(self):
+        """When the load's clock started, on this process's monotonic clock;
+        placed anew at each look, as the node's offset gets known better."""
+        if self.started_at_node is None:
+            return None
+        return time.monotonic() - (time.time() - self.api.clock.to_ours(self.started_at_node))
+
     def elapsed(self):
         self._look()
-        return 0.0 if self.started_at is None else time.monotonic() - self.started_at
+        started_at = self.started_at
+        return 0.0 if started_at is None else max(0.0, time.monotonic() - started_at)
 
     def finished(self):
         self._look()
         return self.job.done
 
     def stop(self):
-        """Nothing to do: the Job stops on its own after max_s."""
+        """Tell the load generator to stop sending (once): annotate its pod."""
+        if self.stop_sent or self.job.done or self.job.find_pod() is None:
+            return
+        self.api.patch(f"{pods_path(self.job.namespace)}/{self.job.pod}",
+                       {"metadata": {"annotations": {STOP_ANNOTATION: "true"}}}, content_type=MERGE_PATCH)
+        self.stop_sent = True
 
     def result(self, timeout_s=None):
         self.job.wait(timeout_s)
@@ -246,20 +325,44 @@ class JobLoad:
 
 # -- the side that runs in the cluster --
 
-def follow_service(namespace, service):
-    """The Service's ready endpoints, followed through EndpointSlices with the
-    pod's own ServiceAccount (or the kubeconfig, when run by hand)."""
+def cluster_api():
+    """A KubeApi with the pod's own ServiceAccount (or the kubeconfig, when run by hand)."""
     from kubernetes import client, config
 
-    from .endpointslices import EndpointSliceWatcher
+    from .json_api import KubeApi
     try:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    watcher = EndpointSliceWatcher(client.ApiClient(), namespace, service).start()
+    return KubeApi(client.ApiClient())
+
+
+def follow_service(api, namespace, service):
+    """The Service's ready endpoints, followed through EndpointSlices."""
+    from .endpointslices import EndpointSliceWatcher
+    watcher = EndpointSliceWatcher(api, namespace, service).start()
     if not watcher.feed.wait_until(bool, timeout=60):
         raise SystemExit(f"no ready endpoints for service {service} in {namespace}")
     return watcher.feed
+
+
+def watch_for_stop(api, namespace, pod, stop):
+    """Set `stop` (an Event) once our own pod carries STOP_ANNOTATION."""
+    def look(kind, obj):
+        mine = obj["metadata"]["name"] == pod  # checked here too: kmock ignores field selectors
+        if mine and (obj["metadata"].get("annotations") or {}).get(STOP_ANNOTATION) == "true":
+            stop.set()
+    return ListWatcher(api, pods_path(namespace), on_change=look, field_selector=f"metadata.name={pod}").start()
+
+
+def stop_on_sigterm(stop, load_started):
+    """SIGTERM (a deleted Job, activeDeadlineSeconds): stop sending and print
+    what was measured; before the load started there is nothing to print."""
+    def terminate(signum, frame):
+        stop.set()
+        if not load_started.is_set():
+            raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, terminate)
 
 
 def parse_args(argv):
@@ -285,20 +388,28 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    stop, load_started = threading.Event(), threading.Event()
+    stop_on_sigterm(stop, load_started)
+    api = None if args.endpoint and not os.environ.get(POD_NAME_ENV) else cluster_api()
     if args.endpoint:
         feed = EndpointFeed()
         feed.publish(Endpoint(address, address) for address in args.endpoint)
     else:
-        feed = follow_service(args.namespace, args.service)
+        feed = follow_service(api, args.namespace, args.service)
     if args.command == "echo":
         wait_until_every_endpoint_answers(feed, timeout_s=30)
         print(line({"echo": {"endpoints": len(feed.snapshot()[1])}}), flush=True)
         return 0
+    if os.environ.get(POD_NAME_ENV):  # in the cluster: the host may ask us to stop
+        watch_for_stop(api, args.namespace, os.environ[POD_NAME_ENV], stop)
     spec = LoadSpec(rate=args.rate, timeout_s=args.timeout, max_s=args.seconds, fault=args.fault,
                     attack=args.attack, fault_at_s=args.fault_at, naive_rate=args.naive_rate)
-    outcome = run_load(feed, spec, args.service_address,
-                       on_started=lambda: print(line(started_record()), flush=True),
-                       on_fault=lambda fault: print(line({"fault": asdict(fault)}), flush=True))
+
+    def started():
+        load_started.set()
+        print(line(started_record()), flush=True)
+    outcome = run_load(feed, spec, args.service_address, on_started=started,
+                       on_fault=lambda fault: print(line({"fault": asdict(fault)}), flush=True), stop=stop)
     for text in outcome_lines(outcome):
         print(text, flush=True)
     return 0

@@ -1,9 +1,11 @@
 """Follow a Service's endpoints on a real cluster through EndpointSlices
 (discovery.k8s.io/v1; the Endpoints API is deprecated since 1.33), into an
 EndpointFeed: the ready, non-terminating endpoints only. The listing and
-watching (resourceVersion, 410 Gone, time-outs) is `ListWatcher`'s."""
+watching (resourceVersion, 410 Gone, time-outs) is `ListWatcher`'s.
 
-from kubernetes import client
+A Service whose pods are all gone keeps one placeholder slice, and a real
+API server sends its empty lists as `"endpoints": null, "ports": null` (Go
+slices without omitempty): read as no endpoints."""
 
 from ..feed import Endpoint, EndpointFeed
 from .list_watch import ListWatcher
@@ -29,13 +31,17 @@ def ready_endpoints(endpoint_slice, port_name):
     return found
 
 
+def slices_path(namespace):
+    return f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices"
+
+
 class EndpointSliceWatcher:
-    def __init__(self, api_client, namespace, service, port_name="zmq", feed=None, **watch_options):
+    def __init__(self, api, namespace, service, port_name="zmq", feed=None, **watch_options):
+        """`api`: a KubeApi."""
         self.port_name = port_name
         self.feed = feed or EndpointFeed()
-        self.watcher = ListWatcher(
-            api_client, client.DiscoveryV1Api(api_client).list_namespaced_endpoint_slice, namespace,
-            on_change=lambda kind, obj: self._publish(), labels={SERVICE_LABEL: service}, **watch_options)
+        self.watcher = ListWatcher(api, slices_path(namespace), on_change=lambda kind, obj: self._publish(),
+                                   labels={SERVICE_LABEL: service}, **watch_options)
 
     def start(self):
         self.watcher.start()
@@ -52,3 +58,6 @@ class EndpointSliceWatcher:
 
     def stop(self):
         self.watcher.stop()
+
+    def alive(self):
+        return self.watcher.alive()

@@ -5,7 +5,14 @@ workshop attendees): applies the stage's kustomization, waits for the
 rollout, restarts it the way `kubectl rollout restart` does (a pod-template
 annotation), scales, deletes pods, reads logs.
 
-What a real cluster does that it respects:
+Every object is read as the API's JSON, never through the kubernetes
+client's typed models (`json_api`): a real API server is Go and sends an
+empty slice without omitempty as `null` — an EndpointSlice's `endpoints` and
+`ports` whenever the Service has no pod, as between two deploys — which the
+client's models rejected with a ValueError (kubernetes-client/python#2214,
+#2423), and any field newer than the client's models would be lost.
+
+What else a real cluster does that it respects:
 - the host cannot reach pod IPs (minikube's docker and VM drivers): it talks
   only to the API server; the load, the readiness check and the faults run
   inside the cluster as a Job (`cluster_job`);
@@ -13,7 +20,12 @@ What a real cluster does that it respects:
   `foregroundDeletion` finalizer) until its dependents are gone, and POSTing
   it again meanwhile answers 409: it waits for the old one to be gone;
 - the scenario loop must not load the API server: pods and the Deployment are
-  followed by watches (`ListWatcher`), and read from those caches.
+  followed by watches (`ListWatcher`), and read from those caches;
+- a deploy that fails stops its watches: no watch thread outlives it;
+- teardown is not measured: the previous run's pods are deleted with
+  gracePeriodSeconds=0 (01-03 ignore SIGTERM and would hold each for 30 s);
+- the Jobs a backend started are deleted when it closes (in the background,
+  so their pods go too): a Job left by Ctrl-C would load the next run's pods.
 
 Images are not built here: the kube backend refuses a context that is not a
 minikube profile unless told which context to use or not to build (images
@@ -25,14 +37,14 @@ import secrets
 import sys
 import time
 
-from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from ..manifests import load_stage, render
 from ..stages import stage_dir
 from .base import Backend, ContainerRun, PodHistory, PodStatus, PodTermination
-from .cluster_job import JobLoad, read_log
+from .cluster_job import JobLoad, pods_path, read_log
 from .endpointslices import EndpointSliceWatcher
+from .json_api import MERGE_PATCH, STRATEGIC_PATCH, KubeApi
 from .list_watch import ListWatcher, has_labels, label_selector
 from .minikube import choose_context, kubeconfig_file
 
@@ -58,18 +70,18 @@ class KubeBackend(Backend):
 
     def __init__(self, api_client=None, context=None, build_images=True):
         if api_client is None:
+            from kubernetes import config
             self.context = choose_context(context, build_images)
             print(f"kube backend: kubeconfig context {self.context!r}", file=sys.stderr)
-            config.load_kube_config(config_file=kubeconfig_file(), context=self.context)
-            api_client = client.ApiClient()
+            api_client = config.new_client_from_config(config_file=kubeconfig_file(), context=self.context)
         self.api_client = api_client
-        self.core = client.CoreV1Api(api_client)
-        self.apps = client.AppsV1Api(api_client)
+        self.api = KubeApi(api_client)
         self.spec = None
         self.feed = None
         self._watchers = []
         self._terminations = {}   # pod name -> PodTermination
         self._histories = {}      # pod name -> PodHistory
+        self._jobs = []           # the ClusterJobs this backend started
 
     # -- applying manifests --
 
@@ -81,31 +93,18 @@ class KubeBackend(Backend):
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                return self._call("POST", path, obj)
+                return self.api.post(path, obj)
             except ApiException as error:
                 if error.status != 409:
                     raise
-            existing = self._get(f"{path}/{name}")
+            existing = self.api.get_or_none(f"{path}/{name}")
             if existing is None:
                 continue  # gone between our POST and GET: create it now
             if not existing["metadata"].get("deletionTimestamp"):
-                return self._call("PATCH", f"{path}/{name}", obj, content_type="application/merge-patch+json")
+                return self.api.patch(f"{path}/{name}", obj, content_type=MERGE_PATCH)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{obj['kind']}/{name} was still being deleted after {timeout_s} s")
             time.sleep(POLL_S)  # the old one is still being deleted
-
-    def _get(self, path):
-        try:
-            return self._call("GET", path, None)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-
-    def _call(self, method, path, body, content_type="application/json"):
-        return self.api_client.call_api(
-            path, method, body=body, header_params={"Content-Type": content_type, "Accept": "application/json"},
-            auth_settings=["BearerToken"], response_type="object", _return_http_data_only=True)
 
     # -- the Backend interface --
 
@@ -125,9 +124,13 @@ class KubeBackend(Backend):
                     # The pause container becomes PID 1; Python gets SIGTERM's default action.
                     pod["shareProcessNamespace"] = True
             self.apply(obj)
-        self._watch()
-        self.wait_rollout(timeout)
-        self.wait_endpoints(self.spec.replicas, timeout)
+        try:
+            self._watch()
+            self.wait_rollout(timeout)
+            self.wait_endpoints(self.spec.replicas, timeout)
+        except BaseException:
+            self._stop_watching()  # no watch thread outlives a failed deploy
+            raise
         return time.monotonic() - started
 
     def rollout_restart(self, env=None):
@@ -137,21 +140,21 @@ class KubeBackend(Backend):
             # strategic merge: containers merge by name, env entries by name
             template["spec"] = {"containers": [{"name": self.spec.container, "env": [
                 {"name": k, "value": str(v)} for k, v in env.items()]}]}
-        changed = self.apps.patch_namespaced_deployment(self.spec.name, self.spec.namespace,
-                                                        {"spec": {"template": template}})
-        self._changed_generation = changed.metadata.generation or 0
+        changed = self.api.patch(self._deployment_path(), {"spec": {"template": template}},
+                                 content_type=STRATEGIC_PATCH)
+        self._changed_generation = changed["metadata"].get("generation", 0)
 
     def scale(self, replicas):
-        self.apps.patch_namespaced_deployment_scale(self.spec.name, self.spec.namespace,
-                                                    {"spec": {"replicas": replicas}})
+        self.api.patch(f"{self._deployment_path()}/scale", {"spec": {"replicas": replicas}},
+                       content_type=MERGE_PATCH)
         self._changed_replicas = replicas
 
     def delete_pod(self, name):
-        self.core.delete_namespaced_pod(name, self.spec.namespace)
+        self.api.delete(f"{pods_path(self.spec.namespace)}/{name}")
 
     def rollout_complete(self):
         deployment = self._deployments.snapshot().get(self.spec.name)
-        if deployment is None or "status" not in deployment:  # the controller has not looked yet
+        if deployment is None or not deployment.get("status"):  # the controller has not looked yet
             return False
         status, wanted = deployment["status"], deployment["spec"]["replicas"]
         if (deployment["metadata"].get("generation", 0) < self._changed_generation
@@ -180,7 +183,7 @@ class KubeBackend(Backend):
 
     def logs(self, pod_name, previous=False):
         try:
-            return read_log(self.core, pod_name, self.spec.namespace, previous=previous)
+            return read_log(self.api, pod_name, self.spec.namespace, previous=previous)
         except ApiException as error:
             if error.status in (400, 404):  # "previous terminated container ... not found"
                 raise LookupError(f"{pod_name}: {error.reason}") from None
@@ -188,11 +191,19 @@ class KubeBackend(Backend):
 
     def start_load(self, spec):
         service_address = f"tcp://{self.spec.service}:{self.spec.service_port}"
-        return JobLoad(self.api_client, self.spec.namespace, self.spec.service, spec, service_address,
+        load = JobLoad(self.api, self.spec.namespace, self.spec.service, spec, service_address,
                        name=f"echo-loadgen-{secrets.token_hex(3)}")
+        self._jobs.append(load.job)
+        return load
 
     def close(self):
         self._stop_watching()
+        jobs, self._jobs = self._jobs, []
+        for job in jobs:
+            try:
+                job.delete()
+            except Exception as error:  # closing goes on: the rest still get deleted
+                print(f"kube backend: could not delete Job {job.name}: {error}", file=sys.stderr)
 
     # -- watching: the caches pods() and rollout_complete() read --
 
@@ -204,18 +215,22 @@ class KubeBackend(Backend):
         def pod_changed(kind, pod):
             self._note_termination(terminations, kind, pod)
             note_history(histories, pod, self.spec.echo_port)
-        self._pods = ListWatcher(self.api_client, self.core.list_namespaced_pod, namespace,
-                                 on_change=pod_changed, labels=self.spec.labels).start()
-        self._deployments = ListWatcher(self.api_client, self.apps.list_namespaced_deployment, namespace,
-                                        field_selector=f"metadata.name={self.spec.name}").start()
-        slices = EndpointSliceWatcher(self.api_client, namespace, self.spec.service).start()
+        self._pods = self._started(ListWatcher(
+            self.api, pods_path(namespace), labels=self.spec.labels, on_change=pod_changed))
+        self._deployments = self._started(ListWatcher(
+            self.api, self._deployment_path().rsplit("/", 1)[0], field_selector=f"metadata.name={self.spec.name}"))
+        slices = self._started(EndpointSliceWatcher(self.api, namespace, self.spec.service))
         self.feed = slices.feed
-        self._watchers = [self._pods, self._deployments, slices]
+
+    def _started(self, watcher):
+        """Start a watcher, kept so that _stop_watching() reaches it even if a later one fails to start."""
+        self._watchers.append(watcher)
+        return watcher.start()
 
     def _stop_watching(self):
-        for watcher in self._watchers:
+        watchers, self._watchers = self._watchers, []
+        for watcher in watchers:
             watcher.stop()
-        self._watchers = []
 
     def _note_termination(self, terminations, kind, pod):
         """When each pod was seen being deleted, when it was gone, and how its
@@ -233,33 +248,43 @@ class KubeBackend(Backend):
         if kind == "DELETED":
             record.gone_at = now
 
+    def _deployment_path(self):
+        return f"/apis/apps/v1/namespaces/{self.spec.namespace}/deployments/{self.spec.name}"
+
     def _delete_deployment(self, timeout):
-        """Delete the previous run's Deployment in the foreground and wait until
-        the Deployment itself is gone (404), its pods with it."""
+        """Delete the previous run's Deployment in the foreground, its pods
+        without a grace period (teardown is not measured), and wait until the
+        Deployment itself is gone (404), its pods with it."""
         try:
-            self.apps.delete_namespaced_deployment(self.spec.name, self.spec.namespace,
-                                                   propagation_policy="Foreground")
+            self.api.delete(self._deployment_path(), propagationPolicy="Foreground")
         except ApiException as error:
             if error.status != 404:
                 raise
         deadline = time.monotonic() + timeout
-        while self._deployment_exists() or self._pods_left():
+        ended = set()
+        while True:
+            left = self._pods_left()
+            for pod in set(left) - ended:
+                self._delete_now(pod)
+                ended.add(pod)
+            if not left and self.api.get_or_none(self._deployment_path()) is None:
+                return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the previous Deployment {self.spec.name} was not gone after {timeout} s")
             time.sleep(POLL_S)
 
-    def _deployment_exists(self):
+    def _delete_now(self, pod):
         try:
-            self.apps.read_namespaced_deployment(self.spec.name, self.spec.namespace)
-            return True
+            self.api.delete(f"{pods_path(self.spec.namespace)}/{pod}", gracePeriodSeconds=0)
         except ApiException as error:
-            if error.status == 404:
-                return False
-            raise
+            if error.status != 404:  # gone meanwhile
+                raise
 
     def _pods_left(self):
-        pods = self.core.list_namespaced_pod(self.spec.namespace, label_selector=label_selector(self.spec.labels))
-        return [p for p in pods.items if has_labels(p.metadata.labels, self.spec.labels)]  # checked here too
+        """The names of this stage's pods that still exist."""
+        listing = self.api.get(pods_path(self.spec.namespace), labelSelector=label_selector(self.spec.labels))
+        return [p["metadata"]["name"] for p in listing["items"]
+                if has_labels(p["metadata"].get("labels"), self.spec.labels)]  # checked here too
 
 
 def note_history(histories, pod, port):

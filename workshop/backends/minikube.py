@@ -2,6 +2,14 @@
 minikube profiles (minikube names a profile's context after the profile), and
 building the workshop's images into the node with the chapters' commands.
 
+`minikube profile list` takes seconds on VM drivers (it asks every profile's
+machine for its status): it is asked once per command, `--light` (the
+profiles' config only, no status), and the answer is passed down. A profile
+of several nodes gets its images built with `--all`: `minikube image build`
+builds on the control plane only otherwise, while `image ls` lists what any
+node has, so the check would pass and pods on the workers fail to pull
+(pkg/minikube/machine/build_images.go; `minikube image build --help`).
+
 `minikube image build` exits 0 even when the build failed (it logs the error
 and returns nil: kubernetes/minikube#16576), and an older image may still
 carry the tag. So a build is never trusted, it is checked on the node:
@@ -19,6 +27,7 @@ carry the tag. So a build is never trusted, it is checked on the node:
    listed is proof again.
 """
 
+import hashlib
 import json
 import os
 import secrets
@@ -30,6 +39,7 @@ import time
 from ..stages import ROOT, stage_dir
 
 BUILD_TIMEOUT_S = 1800   # a first build downloads the base image and the wheels
+PROFILE_LIST_TIMEOUT_S = 60
 TAIL_LINES = 20          # of a failed build's output, in the error
 
 
@@ -38,19 +48,27 @@ class ImageBuildFailed(RuntimeError):
 
 
 def profiles(run=subprocess.run):
-    """The names of the valid minikube profiles here ([] without minikube)."""
+    """The valid minikube profiles here, each name -> its number of nodes
+    ({} without minikube). ContextRefused if minikube does not answer."""
     if shutil.which("minikube") is None:
-        return []
-    listed = run(["minikube", "profile", "list", "-o", "json"], capture_output=True, text=True, timeout=60)
+        return {}
+    command = ["minikube", "profile", "list", "-o", "json", "--light"]
     try:
-        return [profile["Name"] for profile in json.loads(listed.stdout).get("valid") or []]
+        listed = run(command, capture_output=True, text=True, timeout=PROFILE_LIST_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise ContextRefused(f"`{shlex.join(command)}` did not answer within {PROFILE_LIST_TIMEOUT_S} s (is a "
+                             "minikube VM stuck?). See what minikube says with:\n  minikube status") from None
+    try:
+        valid = json.loads(listed.stdout).get("valid") or []
     except ValueError:
-        return []
+        return {}
+    return {profile["Name"]: len((profile.get("Config") or {}).get("Nodes") or [None]) for profile in valid}
 
 
-def is_profile(context, run=subprocess.run):
-    """True if kubeconfig context `context` is a minikube profile's."""
-    return context in profiles(run)
+def is_profile(context, run=subprocess.run, known=None):
+    """True if kubeconfig context `context` is a minikube profile's;
+    `known`: profiles() already asked."""
+    return context in (profiles(run) if known is None else known)
 
 
 def kubeconfig_file():
@@ -72,7 +90,7 @@ def current_context():
     return active["name"]
 
 
-def choose_context(context=None, build_images=True, is_profile=is_profile):
+def choose_context(context=None, build_images=True, is_profile=is_profile, known=None):
     """The kubeconfig context to use: `context`, or the current one. A current
     context that is not a minikube profile is refused when images are to be
     built, with the command that fixes it."""
@@ -81,7 +99,7 @@ def choose_context(context=None, build_images=True, is_profile=is_profile):
     current = current_context()
     if current is None:
         raise ContextRefused("no kubeconfig context. Start a cluster with:\n  minikube start")
-    if build_images and not is_profile(current):
+    if build_images and not (current in known if known is not None else is_profile(current)):
         raise ContextRefused(
             f"the current kubeconfig context {current!r} is not a minikube profile, so the workshop "
             "cannot build its images into it. Fix it with:\n  kubectl config use-context minikube\n"
@@ -90,13 +108,15 @@ def choose_context(context=None, build_images=True, is_profile=is_profile):
     return current
 
 
-def build_command(stage, image, profile="minikube"):
-    """What the chapters tell users to run; the load generator (stage None)
-    builds from the repository root."""
+def build_command(stage, image, profile="minikube", nodes=1):
+    """What the chapters tell users to run (with `--all` on a profile of
+    several nodes); the load generator (stage None) builds from the
+    repository root."""
+    every_node = ["--all"] if nodes > 1 else []
     if stage is None:
-        return ["minikube", "-p", profile, "image", "build", "-t", image, "-f", "loadgen-image/Dockerfile",
-                str(ROOT)]
-    return ["minikube", "-p", profile, "image", "build", "-t", image, str(stage_dir(stage))]
+        return ["minikube", "-p", profile, "image", "build", *every_node, "-t", image,
+                "-f", "loadgen-image/Dockerfile", str(ROOT)]
+    return ["minikube", "-p", profile, "image", "build", *every_node, "-t", image, str(stage_dir(stage))]
 
 
 # -- what is on the node --
@@ -151,21 +171,48 @@ def workshop_images(stages):
     return [(stage, load_stage(stage).image) for stage in stages] + [(None, LOADGEN_IMAGE)]
 
 
-def build_images(stages, profile="minikube", progress=print, run=subprocess.run):
+def build_images(stages, profile="minikube", progress=print, run=subprocess.run, nodes=1):
     """Build every stage's image and the load generator's into the profile's
-    node, each checked there (see the module docstring); ImageBuildFailed
-    at the first that is not."""
+    node(s), each checked there (see the module docstring); ImageBuildFailed
+    at the first that is not. An image whose sources have not changed since
+    it was built (its source tag, below, names it on the node) is not built
+    again: a demo does not rebuild six images."""
     for stage, image in workshop_images(stages):
         started = time.monotonic()
-        build_image(stage, image, profile, run)
+        source = source_tag(image, source_hash(stage))
+        ids = image_ids(profile, run)
+        if ids.get(normalise(image)) is not None and ids.get(normalise(source)) == ids.get(normalise(image)):
+            progress(f"{image} is up to date (built from these sources already)")
+            continue
+        build_image(stage, image, profile, run, nodes)
+        _tag(image, source, image_ids(profile, run)[normalise(image)], profile, run)
         progress(f"built {image} in {time.monotonic() - started:.1f} s")
 
 
-def build_image(stage, image, profile="minikube", run=subprocess.run):
+def source_hash(stage):
+    """A digest of what an image is built from: the stage's folder, or for
+    the load generator (stage None) its Dockerfile's folder and the driver
+    package (what loadgen-image/Dockerfile copies). Python's caches left out."""
+    roots = [stage_dir(stage)] if stage is not None else [ROOT / "loadgen-image", ROOT / "workshop"]
+    digest = hashlib.sha256()
+    for root in roots:
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            if "__pycache__" in path.parts or path.suffix == ".pyc":
+                continue
+            digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def source_tag(image, digest):
+    """The second tag a built image gets: which sources it was built from."""
+    return f"{image}-src-{digest}"
+
+
+def build_image(stage, image, profile="minikube", run=subprocess.run, nodes=1):
     """Build one image and check it is on the node under its tag (the three
     steps of the module docstring)."""
     scratch = f"{image}-build-{secrets.token_hex(4)}"  # never seen before: only this build can make it
-    new_id = _build(stage, scratch, image, profile, run)
+    new_id = _build(stage, scratch, image, profile, run, nodes)
     if not _tag(scratch, image, new_id, profile, run):
         _minikube(profile, "image", "rm", image, run=run)  # containerd does not move an existing tag
         if not _tag(scratch, image, new_id, profile, run):
@@ -174,7 +221,7 @@ def build_image(stage, image, profile="minikube", run=subprocess.run):
                                    f"  minikube -p {profile} image rm {image}")
     _minikube(profile, "image", "rm", scratch, run=run)
     if normalise(image) not in image_ids(profile, run):  # containerd removed every tag: absent, so build it
-        _build(stage, image, image, profile, run)
+        _build(stage, image, image, profile, run, nodes)
 
 
 def _tag(source, target, image_id, profile, run):
@@ -184,11 +231,11 @@ def _tag(source, target, image_id, profile, run):
     return image_ids(profile, run).get(normalise(target)) == image_id
 
 
-def _build(stage, tag, image, profile, run):
+def _build(stage, tag, image, profile, run, nodes=1):
     """Build to `tag`, known not to be on the node; the ID of the image it names afterwards."""
-    by_hand = shlex.join(build_command(stage, image, profile))
+    by_hand = shlex.join(build_command(stage, image, profile, nodes))
     try:
-        built = run(build_command(stage, tag, profile), capture_output=True, text=True,
+        built = run(build_command(stage, tag, profile, nodes), capture_output=True, text=True,
                     timeout=BUILD_TIMEOUT_S)
     except subprocess.TimeoutExpired as expired:
         output = tail(_text(expired.stdout), _text(expired.stderr))
