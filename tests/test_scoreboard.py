@@ -11,7 +11,7 @@ import pytest
 from support import ROOT, STAGES
 from workshop import exercises, tour
 from workshop.manifests import load_stage
-from workshop.scenarios import SCENARIOS, ScenarioResult
+from workshop.scenarios import RATE, SCENARIOS, ScenarioResult
 
 DEMO_TIMEOUT_S = 600
 # The first test runs the whole demo in its fixture: the limit covers it.
@@ -31,6 +31,8 @@ GRACEFUL_STAGES = having("graceful shutdown")     # 04 on
 NO_READINESS = lacking("probes")                   # 01-02
 UNLIMITED, LIMITED = lacking("limits"), having("limits")
 REPLICAS = 3
+MANY = 2500            # requests a rollout sends at least: 11 s at 250/s, so that "none lost" means something
+FEED_LAG_S = 0.5       # the local backend's endpoint feed: what an init process's SIGTERM race costs
 DEFAULT_GRACE_S = 30   # terminationGracePeriodSeconds when a pod sets none (01-03)
 GRACE_S_04 = 10        # what 04 on set: preStop 3 s + drain 5 s + 2 s
 PRESTOP_S = 3
@@ -83,7 +85,7 @@ def test_rollout_of_python_as_pid_1_waits_a_grace_period_per_pod_then_sigkills(b
     assert r.sigkills == REPLICAS and r.rollout_s >= DEFAULT_GRACE_S
     # Every old pod serves on until the endpoint-aware client has moved on:
     # nothing sent to a pod going away is lost.
-    assert r.sent >= 5000 and lost(r, "going-away") == 0 and lost(r, "killed") == 0, r.lost_by_cause
+    assert r.sent >= MANY and lost(r, "going-away") == 0 and lost(r, "killed") == 0, r.lost_by_cause
     assert_explained(r)
 
 
@@ -104,7 +106,7 @@ def test_with_a_readiness_probe_nothing_is_sent_to_a_pod_before_it_listens(batte
 @pytest.mark.parametrize("stage", GRACEFUL_STAGES)
 def test_rollout_with_graceful_shutdown_loses_nothing_kills_nothing_and_is_quick(battery, stage):
     r = result(battery, stage, "rolling-restart")
-    assert r.sent >= 5000 and set(r.lost_by_cause) <= {"unexplained"}, r.lost_by_cause
+    assert r.sent >= MANY and set(r.lost_by_cause) <= {"unexplained"}, r.lost_by_cause
     assert_explained(r)
     assert r.sigkills == 0 and max(r.pod_exit_s) <= GRACE_S_04 and r.rollout_s < DEFAULT_GRACE_S
     assert min(r.pod_exit_s) >= PRESTOP_S  # each kept serving through preStop first
@@ -117,13 +119,15 @@ def test_under_an_init_process_sigterm_kills_at_once_with_requests_in_flight(bat
     """Locally the endpoint feed lags SIGTERM by 0.5 s, so what was sent in
     that time is lost (on a cluster the two race: see chapter 04)."""
     r = result(battery, stage, "rolling-restart-init")
-    assert lost(r, "going-away") > 0 and r.sigkills == 0 and max(r.pod_exit_s) < GRACE_S_04
+    # what was sent to the dead pods until the feed said so: the rate times the lag, each pod
+    assert lost(r, "going-away") >= RATE * FEED_LAG_S / 2, r.lost_by_cause
+    assert r.sigkills == 0 and max(r.pod_exit_s) < GRACE_S_04
 
 
 @pytest.mark.parametrize("stage", GRACEFUL_STAGES)
 def test_under_an_init_process_graceful_shutdown_still_loses_nothing(battery, stage):
     r = result(battery, stage, "rolling-restart-init")
-    assert r.sent >= 5000 and set(r.lost_by_cause) <= {"unexplained"} and r.sigkills == 0, r.lost_by_cause
+    assert r.sent >= MANY and set(r.lost_by_cause) <= {"unexplained"} and r.sigkills == 0, r.lost_by_cause
     assert_explained(r)
 
 
@@ -133,7 +137,7 @@ def test_naive_client_through_the_service_loses_only_what_is_in_flight_when_its_
     gone: then it reconnects through the Service, and only the requests in
     flight at that moment can be lost."""
     r = result(battery, stage, "rolling-restart")
-    assert r.via_service_sent >= 1000 and r.via_service_lost <= r.via_service_sent // 100
+    assert r.via_service_sent >= MANY // 5 and r.via_service_lost <= r.via_service_sent // 100
 
 
 @pytest.mark.parametrize("scenario, deleted", [("pod-kill", 1), ("scale-down", 2)])

@@ -25,7 +25,8 @@ from .stages import ROOT
 
 CHILD_TIMEOUT_S = 600
 # Runs at once on the local backend. Most of a run is waiting (for a grace
-# period, a probe, a restart): two cores keep up with 8, each at 500 requests/s.
+# period, a probe, a restart): two cores keep up with 8, each at 250 requests/s
+# (each such run takes about a fifth of a core: its servers, its load, its exec probes).
 JOBS = 8
 QUIET_JOBS = 2  # for the runs that measure latency: a core each
 

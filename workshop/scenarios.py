@@ -16,8 +16,9 @@ from .losses import lost_by_cause
 from .manifests import load_stage
 from .stages import resolve
 
-RATE = 500             # requests per second: several runs share two cores
-NAIVE_RATE = 200       # the naive client's, through the Service, where a scenario has one
+RATE = 250             # requests per second: eight runs share two cores, and none may starve another
+                       # (at 500, eight runs want more than two cores: probes fail for want of CPU)
+NAIVE_RATE = 100       # the naive client's, through the Service, where a scenario has one
 TIMEOUT_S = 1.0        # a request unanswered for this long is lost
 SLOW_MS = 100          # an echo slower than this waited for something
 SETTLE_S = 0.5         # load keeps running this long after the event is over
