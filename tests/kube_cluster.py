@@ -1,7 +1,8 @@
 """A cluster for the kube backend's tests: kmock (an in-memory API server)
-made to answer as a real one does where our code depends on it, and a small
-`FakeCluster` that plays the controllers, the kubelet and the load Job
-through the API, as a real cluster would.
+made to answer as a real one does where our code depends on it (`ApiServer`,
+here), and a small `FakeCluster` (fake_cluster.py) that plays the
+controllers, the kubelet and the load Job through the API, as a real
+cluster would.
 
 Every behaviour modelled here, and where the real one is defined:
 
@@ -20,25 +21,35 @@ Every behaviour modelled here, and where the real one is defined:
 | the EndpointSlice controller keeps one slice: with no pod left it is the placeholder (no endpoints, no ports), terminating pods stay listed with `ready: false, terminating: true` | staging/src/k8s.io/endpointslice/reconciler.go (placeholder slice, finalize turns create+delete into an update), staging/src/k8s.io/endpointslice/utils.go (podToEndpoint) |
 | a Job's pod is labelled `job-name` and `batch.kubernetes.io/job-name`; the downward API gives it its own name | https://kubernetes.io/docs/concepts/workloads/controllers/job/ , https://kubernetes.io/docs/concepts/workloads/pods/downward-api/ |
 | a container killed at its memory limit restarts; its pod's `lastState.terminated.reason` is `OOMKilled` (exit code 137), `restartCount` counts it | https://kubernetes.io/docs/tasks/configure-pod-container/assign-memory-resource/#exceed-a-container-s-memory-limit |
+| a Namespace is created `Active` with the `kubernetes` finalizer in `spec.finalizers`; creating one whose name exists (even Terminating) answers 409 AlreadyExists | pkg/registry/core/namespace/strategy.go (PrepareForCreate) |
+| deleting a Namespace answers 200 with it, now `Terminating` (deletionTimestamp set); it stays until the namespace controller has deleted everything in it (pods after their grace); a second DELETE meanwhile answers 409 Conflict | pkg/registry/core/namespace/storage/storage.go (REST.Delete), pkg/controller/namespace/deletion/namespaced_resources_deleter.go |
+| creating anything in a Terminating namespace answers 403 Forbidden (cause `NamespaceTerminating`); updates and deletes go through; creating or updating in a namespace that is gone answers 404 | staging/src/k8s.io/apiserver/pkg/admission/plugin/namespace/lifecycle/admission.go (NamespaceLifecycle) |
+| the controllers, the kubelet and the Job runner act in every namespace (each object in its own) | kube-controller-manager's controllers watch all namespaces |
 | the load generator in the Job: its log follows cluster_job's protocol, its clock is the node's, it stops when its pod is annotated, it handles SIGTERM | workshop/backends/cluster_job.py (ours) |
+
+kmock cannot parse `/api/v1/namespaces` (it reads the path as a namespaced
+one), so `ApiServer` serves Namespaces itself: the collection always, a
+named one once it was created through the API (before that, a test's own
+reaction or kmock's 404 answers, as test_doctor.py relies on). The shared
+namespace NS is not created through the API (the tests do not replay
+`kubectl apply -k k8s`): objects in a namespace the server never heard of
+are taken, as kmock does.
 
 Pod IPs are 10.244.0.x: addresses the host must never connect to.
 """
 
 import asyncio
+import datetime
 import email.utils
-import hashlib
-import itertools
 import json
-import math
+import re
 import time
 
+import aiohttp.web
 import attrs
 import kmock as km
 from kubernetes import client
 
-from workshop.backends.cluster_job import STOP_ANNOTATION, line, outcome_lines, started_record
-from workshop.load_generator import FaultSent, LoadOutcome, LoadResult
 
 NS = "cloudnative-echo"
 POD_NETWORK = "10.244.0."
@@ -77,22 +88,103 @@ def _without_empties(value, key=None):
     return value
 
 
+NAMESPACES_PATH = re.compile(r"/api/v1/namespaces(?:/(?P<name>[^/]+))?")
+
+
 @attrs.define(kw_only=True)
 class ApiServer(km.KubernetesEmulator):
     """kmock, answering as a real API server does where our code depends on
     it (the table above): Go's JSON, the node's Date, bookmarks, foreground
-    deletion, pods that end at once when deleted with gracePeriodSeconds=0."""
+    deletion, pods that end at once when deleted with gracePeriodSeconds=0,
+    Namespaces and what their life allows in them."""
 
     node_clock_s: float = 0.0   # how far the node's clock (the API server's Date) is ahead of ours
     deleted_without_grace: set = attrs.field(factory=set)   # pod names
+    namespaces: dict = attrs.field(factory=dict)        # name -> the Namespace, while it exists
+    namespaces_gone: set = attrs.field(factory=set)     # created through the API, then gone
+    namespace_requests: list = attrs.field(factory=list)  # (method, path, body) of each one served here
+
+    async def __call__(self, raw_request):
+        match = NAMESPACES_PATH.fullmatch(raw_request.path)
+        name = match and match["name"]
+        if match and (name is None or name in self.namespaces or name in self.namespaces_gone):
+            return self._dated(await self._serve_namespaces(raw_request, name))
+        return await super().__call__(raw_request)
 
     async def _handle(self, request):
+        refused = self._namespace_lifecycle(request)
+        if refused is not None:
+            return self._dated(refused)
         if request.action == km.action.DELETE and request.name:
             await self._before_delete(request)
-        response = await super()._handle(request)
+        return self._dated(await super()._handle(request))
+
+    def _dated(self, response):
         if not response.prepared:  # a watch stream is already on its way, with its own Date
             response.headers["Date"] = email.utils.formatdate(time.time() + self.node_clock_s, usegmt=True)
         return response
+
+    # -- Namespaces (kmock cannot parse their paths) --
+
+    async def _serve_namespaces(self, raw_request, name):
+        body = await raw_request.json() if raw_request.can_read_body else None
+        self.namespace_requests.append((raw_request.method, raw_request.path, body))
+        method = raw_request.method
+        if name is None and method == "POST":
+            return self._create_namespace(body)
+        if name is None and method == "GET":
+            return aiohttp.web.json_response({"kind": "NamespaceList", "apiVersion": "v1",
+                                              "metadata": {"resourceVersion": "1"},
+                                              "items": [as_go_sends(ns, in_list=True) for ns in self.namespaces.values()]})
+        namespace = self.namespaces.get(name)
+        if namespace is None:
+            return failure(404, "NotFound", f'namespaces "{name}" not found', {"name": name, "kind": "namespaces"})
+        if method == "GET":
+            return aiohttp.web.json_response(as_go_sends(namespace))
+        if method == "DELETE":
+            if namespace["metadata"].get("deletionTimestamp"):
+                return failure(409, "Conflict", f'Operation cannot be fulfilled on namespaces "{name}": The system '
+                               "is ensuring all content is removed from this namespace.  Upon completion, this "
+                               "namespace will automatically be purged by the system.", {"name": name, "kind": "namespaces"})
+            namespace["metadata"]["deletionTimestamp"] = now_rfc3339()
+            namespace["status"]["phase"] = "Terminating"
+            return aiohttp.web.json_response(as_go_sends(namespace))
+        return failure(405, "MethodNotAllowed", f"{method} is not modelled for namespaces")
+
+    def _create_namespace(self, body):
+        name = body["metadata"]["name"]
+        if name in self.namespaces:
+            return failure(409, "AlreadyExists", f'namespaces "{name}" already exists', {"name": name, "kind": "namespaces"})
+        metadata = {**body["metadata"], "uid": f"uid-{name}", "creationTimestamp": now_rfc3339(), "resourceVersion": "1"}
+        finalizers = list((body.get("spec") or {}).get("finalizers") or [])
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": metadata,
+                     "spec": {"finalizers": finalizers + ["kubernetes"] * ("kubernetes" not in finalizers)},
+                     "status": {"phase": "Active"}}
+        self.namespaces[name] = namespace
+        self.namespaces_gone.discard(name)
+        return aiohttp.web.json_response(as_go_sends(namespace), status=201)
+
+    def finalize_namespace(self, name):
+        """The namespace controller's last step (PUT .../finalize): its content is gone, so is it."""
+        del self.namespaces[name]
+        self.namespaces_gone.add(name)
+
+    def _namespace_lifecycle(self, request):
+        """NamespaceLifecycle admission, for what lives in a namespace."""
+        if request.resource is None or not request.resource.plural or not request.namespace:
+            return None
+        namespace = self.namespaces.get(request.namespace)
+        if request.namespace in self.namespaces_gone and request.action in (km.action.CREATE, km.action.UPDATE):
+            return failure(404, "NotFound", f'namespaces "{request.namespace}" not found',
+                           {"name": request.namespace, "kind": "namespaces"})
+        if namespace is not None and namespace["status"]["phase"] == "Terminating" and request.action == km.action.CREATE:
+            name = (request.data or {}).get("metadata", {}).get("name", "")
+            return failure(403, "Forbidden", f'{request.resource.plural} "{name}" is forbidden: unable to create new '
+                           f"content in namespace {request.namespace} because it is being terminated",
+                           {"name": name, "kind": request.resource.plural, "causes": [
+                               {"reason": "NamespaceTerminating", "field": "metadata.namespace",
+                                "message": f"namespace {request.namespace} is being terminated"}]})
+        return None
 
     async def _before_delete(self, request):
         options = {**request.params, **(request.data or {})}
@@ -137,6 +229,17 @@ class ApiServer(km.KubernetesEmulator):
         return as_go_sends(await super()._serve_delete(request))
 
 
+def failure(code, reason, message, details=None):
+    """An API error as the server sends it: a Status."""
+    return aiohttp.web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                      "message": message, "reason": reason, "details": details or {}, "code": code},
+                                     status=code)
+
+
+def now_rfc3339():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 # What the API server answers on /version (kmock serves none of its own).
 VERSION = {"major": "1", "minor": "30", "gitVersion": "v1.30.0", "gitCommit": "0" * 40,
            "gitTreeState": "clean", "buildDate": "2024-04-17T00:00:00Z", "goVersion": "go1.22.2",
@@ -158,238 +261,25 @@ def api_client(kmock):
     return JsonOnlyClient(configuration)
 
 
-def live(kmock, resource):
-    """The stored objects of a resource in NS that are not deleted, by name,
-    as plain copies (kmock's own may be deleted while we look at them)."""
+def live(kmock, resource, namespace=NS):
+    """The stored objects of a resource in `namespace` that are not deleted,
+    by name, as plain copies (kmock's own may be deleted while we look at them)."""
     found = {}
     for key in list(kmock.objects.keys()):
-        if key[0] == resource and key[1] == NS:
+        if key[0] == resource and key[1] == namespace:
             obj = kmock.objects[key]
             if not obj.deleted:
                 found[key[2]] = json.loads(json.dumps(obj, default=dict))
     return found
 
 
-class FakeCluster:
-    """The controllers, kubelet and Job runner of a small cluster, acting on
-    kmock through its API every `tick_s`."""
-
-    def __init__(self, kmock, grace_s=0.3, job_s=None, pid1_ignores_sigterm=True, start_s=0.2):
-        self.kmock = kmock
-        self.grace_s = grace_s            # deletion -> gone
-        self.start_s = start_s            # creation -> Ready (container start, readiness probe)
-        self.job_s = job_s                # the longest a load Job runs (default: its --seconds)
-        self.exit_code = 137 if pid1_ignores_sigterm else 0
-        self.pod_numbers = itertools.count(10)
-        self.deleting = {}                # pod name -> when its deletion was seen
-        self.jobs = {}                    # job name -> (pod name, started, arguments)
-        self.loads_started = {}           # job name -> when its load's clock started (our monotonic clock)
-        self.loads_ran_s = {}             # job name -> how long its load ran before it stopped
-        self.logs = {}                    # (pod name, previous) -> text
-        self.starting = {}                # pod name -> when it was created, until it is Ready
-        self.slice_sent = None
-        self.slices_sent = []             # every endpoint list published, in order
-        self.faults = []
-        kmock[km.subresource("log")] << (lambda request: self.logs.get(
-            (request.name, request.params.get("previous", "").lower() == "true"), "").encode())
-
-    async def run(self, tick_s=0.05):
-        while True:
-            await self.step()
-            await asyncio.sleep(tick_s)
-
-    async def step(self):
-        await self.terminate(self.pods())
-        await self.start_containers()
-        deployment = live(self.kmock, "apps/v1/deployments").get("echo")
-        if deployment is not None:
-            await self.reconcile(deployment, self.pods())
-        await self.publish_endpoints()
-        await self.run_jobs()
-
-    # -- the Deployment controller and the garbage collector --
-
-    async def reconcile(self, deployment, pods):
-        url = f"/apis/apps/v1/namespaces/{NS}/deployments/echo"
-        running = {n: p for n, p in pods.items() if not p["metadata"].get("deletionTimestamp")}
-        if deployment["metadata"].get("deletionTimestamp"):
-            for name in running:
-                await self.kmock.delete(f"/api/v1/namespaces/{NS}/pods/{name}")
-            if not pods:  # the dependents are gone: the owner may go
-                await self.kmock.patch(url, json={"metadata": {"finalizers": None}})
-            return
-        template = deployment["spec"]["template"]
-        revision = hashlib.sha1(json.dumps(template, sort_keys=True, default=dict).encode()).hexdigest()[:8]
-        current = {n: p for n, p in running.items() if p["metadata"]["labels"].get("pod-template-hash") == revision}
-        surplus = [n for n in running if n not in current] + sorted(current)[deployment["spec"]["replicas"]:]
-        for name in surplus:
-            await self.kmock.delete(f"/api/v1/namespaces/{NS}/pods/{name}")
-        for _ in range(deployment["spec"]["replicas"] - len(current)):
-            await self.create_pod(template, revision)
-        wanted = deployment["spec"]["replicas"]
-        available = min(sum(ready(pod) for pod in current.values()), wanted)
-        status = {"observedGeneration": deployment["metadata"].get("generation", 0), "replicas": len(running),
-                  "updatedReplicas": min(len(current), wanted), "availableReplicas": available}
-        if deployment.get("status") != status:
-            await self.kmock.patch(url, json={"status": status})
-
-    async def create_pod(self, template, revision):
-        number = next(self.pod_numbers)
-        name, ip = f"echo-{revision}-{number}", f"{POD_NETWORK}{number}"
-        labels = {**dict(template["metadata"]["labels"]), "pod-template-hash": revision}
-        await self.kmock.post(f"/api/v1/namespaces/{NS}/pods", json={
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": NS, "labels": labels, "finalizers": [KUBELET_FINALIZER]},
-            "spec": json.loads(json.dumps(template["spec"], default=dict)),
-            "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": "False"}],
-                       "containerStatuses": [container_status(0, False, {"running": {}})]}})
-        self.starting[name] = time.monotonic()
-        self.logs[name, False] = "echo server listening on tcp://*:5555\n"
-
-    async def start_containers(self):
-        """A created pod is Ready once its container has started and its readiness passed."""
-        now = time.monotonic()
-        for name, created in list(self.starting.items()):
-            if now - created >= self.start_s:
-                del self.starting[name]
-                if name in self.pods():
-                    await self.kmock.patch(f"/api/v1/namespaces/{NS}/pods/{name}", json={"status": {
-                        "conditions": [{"type": "Ready", "status": "True"}],
-                        "containerStatuses": [container_status(0, True, {"running": {}})]}})
-
-    # -- the kubelet: graceful termination, restarts --
-
-    async def terminate(self, pods):
-        now = time.monotonic()
-        for name, pod in pods.items():
-            if not pod["metadata"].get("deletionTimestamp"):
-                continue
-            seen = self.deleting.setdefault(name, now)
-            if now - seen >= self.grace_s:
-                url = f"/api/v1/namespaces/{NS}/pods/{name}"
-                await self.kmock.patch(url, json={"status": {
-                    "conditions": [{"type": "Ready", "status": "False"}],
-                    "containerStatuses": [container_status(0, False, {"terminated": {"exitCode": self.exit_code}})]}})
-                await self.kmock.patch(url, json={"metadata": {"finalizers": None}})
-
-    async def apply_fault(self, fault, kind):
-        """What the fault does to the victim's pod, as the kubelet reports it."""
-        url = f"/api/v1/namespaces/{NS}/pods/{fault.pod}"
-        if kind == "crash":
-            self.logs[fault.pod, True] = ("echo server listening on tcp://*:5555\n"
-                                          '{"level": "ERROR", "message": "echo server crashed"}\n')
-            await self.kmock.patch(url, json={"status": {"containerStatuses": [
-                container_status(1, True, {"running": {}})]}})
-        elif kind == "megabyte-frames":  # a stage without limits: killed at its memory limit, restarted
-            await self.kmock.patch(url, json={"status": {"containerStatuses": [
-                container_status(1, True, {"running": {}},
-                                 last_state={"terminated": {"exitCode": 137, "reason": "OOMKilled"}})]}})
-        else:  # hang: the liveness kill takes the grace period, the pod stays Ready meanwhile
-            asyncio.get_running_loop().call_later(self.grace_s, lambda: asyncio.ensure_future(self.restart(url)))
-
-    async def restart(self, url):
-        """The killed container is gone: unready until its replacement is."""
-        await self.kmock.patch(url, json={"status": {"conditions": [{"type": "Ready", "status": "False"}],
-                                                     "containerStatuses": [container_status(1, False, {"running": {}})]}})
-        await asyncio.sleep(self.grace_s)
-        await self.kmock.patch(url, json={"status": {"conditions": [{"type": "Ready", "status": "True"}],
-                                                     "containerStatuses": [container_status(1, True, {"running": {}})]}})
-
-    def pods(self):
-        return {n: p for n, p in live(self.kmock, "v1/pods").items()
-                if p["metadata"].get("labels", {}).get("app.kubernetes.io/name") == "echo"}
-
-    # -- the EndpointSlice controller --
-
-    async def publish_endpoints(self):
-        """One slice, as the controller keeps it: every pod with an IP, a
-        terminating one as not ready; with no pod, the placeholder (no
-        endpoints, no ports)."""
-        endpoints = sorted(
-            (p["status"]["podIP"], name, ready(p) and not terminating(p), terminating(p))
-            for name, p in self.pods().items() if p.get("status", {}).get("podIP"))
-        if endpoints == self.slice_sent:
-            return
-        body = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                "metadata": {"name": "echo-abcde", "namespace": NS,
-                             "labels": {"kubernetes.io/service-name": "echo"}},
-                "addressType": "IPv4", "ports": [{"name": "zmq", "port": 5555}] if endpoints else [],
-                "endpoints": [{"addresses": [ip], "conditions": {"ready": is_ready, "terminating": is_terminating},
-                               "targetRef": {"kind": "Pod", "name": name}}
-                              for ip, name, is_ready, is_terminating in endpoints]}
-        path = f"/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices"
-        if self.slice_sent is None:
-            await self.kmock.post(path, json=body)
-        else:
-            await self.kmock.patch(f"{path}/echo-abcde", json={k: body[k] for k in ("endpoints", "ports")})
-        self.slice_sent = endpoints
-        self.slices_sent.append(endpoints)
-
-    # -- the Job controller, the garbage collector and the load generator's pod --
-
-    async def run_jobs(self):
-        now = time.monotonic()
-        jobs = live(self.kmock, "batch/v1/jobs")
-        for name in self.jobs.keys() - jobs.keys():  # deleted (in the background): its pod goes after it
-            pod = self.jobs[name][0]
-            if pod in live(self.kmock, "v1/pods"):
-                await self.kmock.delete(f"/api/v1/namespaces/{NS}/pods/{pod}")
-        for name, job in jobs.items():
-            if job.get("status", {}).get("succeeded"):
-                continue
-            if name not in self.jobs:
-                await self.start_job(name, job)
-                continue
-            pod, started, arguments = self.jobs[name]
-            await self.write_job_log(name, pod, now - started, arguments)
-
-    async def start_job(self, name, job):
-        pod = f"{name}-x1y2z"
-        template = job["spec"]["template"]
-        await self.kmock.post(f"/api/v1/namespaces/{NS}/pods", json={
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": pod, "namespace": NS, "labels": {
-                **template["metadata"]["labels"], "job-name": name, "batch.kubernetes.io/job-name": name}},
-            "spec": template["spec"]})
-        # the load generator's clock starts now: its wall clock is the node's
-        self.loads_started[name] = time.monotonic()
-        self.jobs[name] = (pod, self.loads_started[name], template["spec"]["containers"][0]["command"][3:])
-        self.logs[pod, False] = line(started_record(clock=lambda: time.time() + self.kmock.node_clock_s)) + "\n"
-
-    async def write_job_log(self, name, pod, elapsed, arguments):
-        option = dict(zip(arguments, arguments[1:]))
-        strike = option.get("--fault") or option.get("--attack")
-        if strike and elapsed >= 1.0 and '"fault"' not in self.logs[pod, False]:
-            victim_name, victim = sorted(self.pods().items())[0]
-            fault = FaultSent(victim_name, f"tcp://{victim['status']['podIP']}:5555", 1.0)
-            self.faults.append((name, fault))
-            self.logs[pod, False] += line({"fault": vars(fault)}) + "\n"
-            await self.apply_fault(fault, strike)
-        annotations = live(self.kmock, "v1/pods").get(pod, {}).get("metadata", {}).get("annotations") or {}
-        stopped = annotations.get(STOP_ANNOTATION) == "true"
-        if stopped or elapsed >= min(float(option["--seconds"]), self.job_s or math.inf):
-            self.loads_ran_s[name] = elapsed
-            address = f"tcp://{POD_NETWORK}10:5555"
-            aware = LoadResult(sent=2, answered=2, samples=[(0.1, 0.0004, address), (elapsed - 0.1, 0.0005, address)],
-                               per_endpoint={address: 2})
-            naive = LoadResult(sent=1, answered=1, samples=[(0.2, 0.0004, "tcp://echo:5555")],
-                               per_endpoint={"tcp://echo:5555": 1}) if "--naive-rate" in option else None
-            self.logs[pod, False] += "\n".join(outcome_lines(LoadOutcome(aware, naive))) + "\n"
-            await self.kmock.patch(f"/apis/batch/v1/namespaces/{NS}/jobs/{name}", json={"status": {"succeeded": 1}})
+def contents(kmock, namespace):
+    """(resource, name) of every object in `namespace` not deleted yet."""
+    return [(key[0], key[2]) for key in list(kmock.objects.keys())
+            if key[1] == namespace and not kmock.objects[key].deleted]
 
 
-def ready(pod):
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions", []))
-
-
-def terminating(pod):
-    return bool(pod["metadata"].get("deletionTimestamp"))
-
-
-def container_status(restarts, ready, state, last_state=None):
-    """A containerStatuses entry with the fields the API requires."""
-    status = {"name": "echo", "image": "cloudnative-echo:01-plain", "imageID": "sha256:0", "restartCount": restarts,
-              "ready": ready, "state": state}
-    if last_state:
-        status["lastState"] = last_state
-    return status
+def object_path(resource, namespace, name):
+    """The API path of a stored object (its resource as kmock keys it)."""
+    group = f"/apis/{resource.group}" if resource.group else "/api"
+    return f"{group}/{resource.version}/namespaces/{namespace}/{resource.plural}/{name}"

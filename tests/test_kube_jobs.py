@@ -22,7 +22,8 @@ import time
 
 import pytest
 
-from kube_cluster import NS, ApiServer, FakeCluster, api_client
+from fake_cluster import FakeCluster
+from kube_cluster import NS, ApiServer, api_client
 from support import ROOT, wait_for
 from workshop.backends.cluster_job import GRACE_S, STOP_ANNOTATION, JobLoad, records, watch_for_stop
 from workshop.backends.json_api import KubeApi

@@ -15,7 +15,8 @@ import time
 import pytest
 import zmq
 
-from kube_cluster import NS, POD_NETWORK, FakeCluster, ApiServer, api_client
+from fake_cluster import FakeCluster
+from kube_cluster import NS, POD_NETWORK, ApiServer, api_client
 from workshop.backends.kube import KubeBackend
 from workshop.manifests import render
 from workshop.scenarios import SCENARIOS, run_scenario

@@ -27,11 +27,21 @@ What else a real cluster does that it respects:
 - the Jobs a backend started are deleted when it closes (in the background,
   so their pods go too): a Job left by Ctrl-C would load the next run's pods.
 
+Where: the shared namespace, cloudnative-echo (the notebooks, the doctor,
+`workshop run`: one run at a time), or with `own_namespace` a namespace of
+its own (`run_namespace`: the demo's children, several at once), created
+with the backend and deleted when it closes, interrupted or not. Closing
+does not wait for it to go: the namespace controller deletes what is in it;
+its pods are deleted without a grace period first, so that the CPU they
+request (the scheduler counts a pod until it is gone, kubernetes/kubernetes
+#96515) is free for the next run at once.
+
 Images are not built here: the kube backend refuses a context that is not a
 minikube profile unless told which context to use or not to build (images
 are built once per demo, see `minikube.py`).
 """
 
+import dataclasses
 import datetime
 import secrets
 import sys
@@ -47,6 +57,7 @@ from .endpointslices import EndpointSliceWatcher
 from .json_api import MERGE_PATCH, STRATEGIC_PATCH, KubeApi
 from .list_watch import ListWatcher, has_labels, label_selector
 from .minikube import choose_context, kubeconfig_file
+from .run_namespace import NAMESPACES, SHARED, into_namespace, manifests, new_name
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what `kubectl rollout restart` sets
 POLL_S = 0.5  # when something must be polled (a deletion to finish), this often
@@ -68,7 +79,7 @@ def api_path(obj):
 class KubeBackend(Backend):
     name = "kube"
 
-    def __init__(self, api_client=None, context=None, build_images=True):
+    def __init__(self, api_client=None, context=None, build_images=True, own_namespace=False):
         if api_client is None:
             from kubernetes import config
             self.context = choose_context(context, build_images)
@@ -82,6 +93,32 @@ class KubeBackend(Backend):
         self._terminations = {}   # pod name -> PodTermination
         self._histories = {}      # pod name -> PodHistory
         self._jobs = []           # the ClusterJobs this backend started
+        self.namespace = SHARED
+        self._owns_namespace = False  # close() deletes it
+        if own_namespace:
+            try:
+                self._make_own_namespace()
+            except BaseException:  # Ctrl-C or SIGTERM included: what was made goes
+                self.close()
+                raise
+
+    def _make_own_namespace(self, attempts=3):
+        """Create a namespace of our own and what a run needs in it."""
+        for _ in range(attempts):
+            namespace, pieces = manifests(new_name())
+            # Ours from now on, even if the POST is cut short: close() deletes it (404 if it never was).
+            self.namespace, self._owns_namespace = namespace["metadata"]["name"], True
+            try:
+                self.api.post(NAMESPACES, namespace)
+                break
+            except ApiException as error:
+                self._owns_namespace = False
+                if error.status != 409:
+                    raise
+        else:
+            raise RuntimeError(f"{attempts} namespace names in a row were taken")  # 409: someone else's
+        for obj in pieces:
+            self.api.post(api_path(obj)[0], obj)
 
     # -- applying manifests --
 
@@ -110,11 +147,12 @@ class KubeBackend(Backend):
 
     def deploy(self, stage, env=None, init_process=False, timeout=180):
         started = time.monotonic()
-        self.spec = load_stage(stage)
+        # The stage's kustomization says cloudnative-echo: everything follows our namespace instead.
+        self.spec = dataclasses.replace(load_stage(stage), namespace=self.namespace)
         self._stop_watching()
         self._changed_generation, self._changed_replicas = 0, self.spec.replicas
         self._delete_deployment(timeout)  # every run starts from a fresh Deployment
-        for obj in render(stage_dir(stage) / "k8s"):
+        for obj in (into_namespace(obj, self.namespace) for obj in render(stage_dir(stage) / "k8s")):
             if obj["kind"] == "Deployment":
                 pod = obj["spec"]["template"]["spec"]
                 if env:
@@ -197,13 +235,30 @@ class KubeBackend(Backend):
         return load
 
     def close(self):
+        owned, self._owns_namespace = self._owns_namespace, False
+        if owned:
+            self._delete_own_namespace()  # first: the one thing that must be done, however closing ends
         self._stop_watching()
         jobs, self._jobs = self._jobs, []
-        for job in jobs:
+        for job in [] if owned else jobs:  # in a namespace of our own they go with it
             try:
                 job.delete()
             except Exception as error:  # closing goes on: the rest still get deleted
                 print(f"kube backend: could not delete Job {job.name}: {error}", file=sys.stderr)
+
+    def _delete_own_namespace(self):
+        """Delete our namespace without waiting for it to go; then its pods at
+        once. It is Terminating by then, so nothing can replace them."""
+        try:
+            self.api.delete(f"{NAMESPACES}/{self.namespace}", propagationPolicy="Background")
+            for pod in self.api.get(pods_path(self.namespace))["items"]:
+                self._delete_now(pod["metadata"]["name"])
+        except ApiException as error:
+            if error.status not in (404, 409):  # gone, or already being deleted
+                print(f"kube backend: could not delete namespace {self.namespace}: {error.status} "
+                      f"{error.reason}; `kubectl delete namespace {self.namespace}`", file=sys.stderr)
+        except Exception as error:  # closing goes on
+            print(f"kube backend: could not delete namespace {self.namespace}: {error}", file=sys.stderr)
 
     # -- watching: the caches pods() and rollout_complete() read --
 
@@ -275,7 +330,7 @@ class KubeBackend(Backend):
 
     def _delete_now(self, pod):
         try:
-            self.api.delete(f"{pods_path(self.spec.namespace)}/{pod}", gracePeriodSeconds=0)
+            self.api.delete(f"{pods_path(self.namespace)}/{pod}", gracePeriodSeconds=0)
         except ApiException as error:
             if error.status != 404:  # gone meanwhile
                 raise
