@@ -22,6 +22,7 @@ Every behaviour modelled here, and where the real one is defined:
 | a Job's pod is labelled `job-name` and `batch.kubernetes.io/job-name`; the downward API gives it its own name | https://kubernetes.io/docs/concepts/workloads/controllers/job/ , https://kubernetes.io/docs/concepts/workloads/pods/downward-api/ |
 | a container killed at its memory limit restarts; its pod's `lastState.terminated.reason` is `OOMKilled` (exit code 137), `restartCount` counts it | https://kubernetes.io/docs/tasks/configure-pod-container/assign-memory-resource/#exceed-a-container-s-memory-limit |
 | a Namespace is created `Active` with the `kubernetes` finalizer in `spec.finalizers`; creating one whose name exists (even Terminating) answers 409 AlreadyExists | pkg/registry/core/namespace/strategy.go (PrepareForCreate) |
+| patching a Namespace changes its metadata; its `spec.finalizers` and `status` stay | pkg/registry/core/namespace/strategy.go (PrepareForUpdate) |
 | deleting a Namespace answers 200 with it, now `Terminating` (deletionTimestamp set); it stays until the namespace controller has deleted everything in it (pods after their grace); a second DELETE meanwhile answers 409 Conflict | pkg/registry/core/namespace/storage/storage.go (REST.Delete), pkg/controller/namespace/deletion/namespaced_resources_deleter.go |
 | creating anything in a Terminating namespace answers 403 Forbidden (cause `NamespaceTerminating`); updates and deletes go through; creating or updating in a namespace that is gone answers 404 | staging/src/k8s.io/apiserver/pkg/admission/plugin/namespace/lifecycle/admission.go (NamespaceLifecycle) |
 | the controllers, the kubelet and the Job runner act in every namespace (each object in its own) | kube-controller-manager's controllers watch all namespaces |
@@ -140,6 +141,11 @@ class ApiServer(km.KubernetesEmulator):
         if namespace is None:
             return failure(404, "NotFound", f'namespaces "{name}" not found', {"name": name, "kind": "namespaces"})
         if method == "GET":
+            return aiohttp.web.json_response(as_go_sends(namespace))
+        if method == "PATCH":  # what `kubectl apply` does to one that exists: its labels, annotations
+            for field in ("labels", "annotations"):
+                namespace["metadata"][field] = {**namespace["metadata"].get(field, {}),
+                                                **(body.get("metadata") or {}).get(field, {})}
             return aiohttp.web.json_response(as_go_sends(namespace))
         if method == "DELETE":
             if namespace["metadata"].get("deletionTimestamp"):

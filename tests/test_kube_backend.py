@@ -231,13 +231,11 @@ async def test_setup_notebook_picks_kube_when_the_api_answers_and_prepares_it(km
     assert await asyncio.to_thread(notebook_setup.choose_backend, "auto", backend.api_client) == "kube"
     shared = render(ROOT / "k8s")
     assert [o["kind"] for o in shared].count("Namespace") == 1
-    # kmock cannot create Namespaces (it parses /api/v1/namespaces as a namespaced path),
-    # so the rest of k8s/ is applied here; a real API server takes the Namespace too.
-    namespaced = [o for o in shared if o["kind"] != "Namespace"]
-    applied = await asyncio.to_thread(notebook_setup.prepare_cluster, backend, namespaced)
-    assert {"ServiceAccount/loadgen", "Role/loadgen", "RoleBinding/loadgen", "ConfigMap/prometheus",
-            "Deployment/prometheus", "Service/prometheus", "NetworkPolicy/default-deny-ingress",
-            "NetworkPolicy/echo"} <= set(applied)
+    applied = await asyncio.to_thread(notebook_setup.prepare_cluster, backend, shared)
+    assert {"Namespace/cloudnative-echo", "ServiceAccount/loadgen", "Role/loadgen", "RoleBinding/loadgen",
+            "ConfigMap/prometheus", "Deployment/prometheus", "Service/prometheus",
+            "NetworkPolicy/default-deny-ingress", "NetworkPolicy/echo"} <= set(applied)
+    assert kmock.namespaces[NS]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     assert stored(kmock, "rbac.authorization.k8s.io/v1/roles", "loadgen") is not None
     assert stored(kmock, "networking.k8s.io/v1/networkpolicies", "echo") is not None
 

@@ -19,7 +19,7 @@ import time
 from . import client, exercises, lesson, report, tour
 from .backends.minikube import ContextRefused, ImageBuildFailed
 from .interrupts import stop_on_sigterm
-from .parallel_runs import JOBS
+from .parallel_runs import JOBS, KUBE_JOBS
 from .scenarios import SCENARIOS
 from .stages import all_stages, resolve
 
@@ -32,7 +32,8 @@ def parse_args(argv):
     demo.add_argument("--backend", choices=["local", "kube"], default="local")
     demo.add_argument("--stage", action="append", help="a stage (repeatable), e.g. 04 or 04-shutdown")
     demo.add_argument("--scenario", action="append", choices=list(SCENARIOS), help="repeatable")
-    demo.add_argument("--jobs", type=int, default=JOBS, help="runs at once on the local backend")
+    demo.add_argument("--jobs", type=int, help=f"runs at once (default: {JOBS} locally; on kube {KUBE_JOBS}, "
+                                               "each in a namespace of its own, or 1 in cloudnative-echo)")
     demo.add_argument("--out", default="report", help="where report.md and scoreboard.png go")
     run = commands.add_parser("run", help="one scenario on one stage")
     run.add_argument("--stage", required=True)
@@ -88,13 +89,13 @@ def demo(args):
     stages = [resolve(s) for s in args.stage] if args.stage else all_stages()
     scenarios = args.scenario or list(SCENARIOS)
     from .demo_estimate import estimate
-    jobs = 1 if args.backend == "kube" else args.jobs
+    jobs = args.jobs or (KUBE_JOBS if args.backend == "kube" else JOBS)
     print(f"{len(scenarios)} scenarios x {len(stages)} stages on the {args.backend} backend, "
           f"{estimate(stages, scenarios, args.backend, jobs).line()}", flush=True)
     started = time.monotonic()
     options = backend_options(args, stages)
     from .parallel_runs import run_all
-    results = run_all(stages, scenarios, backend=args.backend, jobs=args.jobs,
+    results = run_all(stages, scenarios, backend=args.backend, jobs=jobs,
                       progress=lambda line: print(line, flush=True), backend_options=options)
     print()
     print(report.scoreboard(results))

@@ -29,6 +29,15 @@ CHILD_TIMEOUT_S = 600
 # (each such run takes about a fifth of a core: its servers, its load, its exec probes).
 JOBS = 8
 QUIET_JOBS = 2  # for the runs that measure latency: a core each
+# Runs at once on a cluster, each in a namespace of its own (the demo's).
+# Not the CPU bounds it but what the pods request: a pod that does not fit
+# stays Pending, and a rollout waiting for one would be measured. A default
+# minikube (2 CPUs) leaves 1200m once its control plane and Prometheus have
+# theirs; a run requests at most 400m: during a rolling restart of 01-03, 3
+# new replicas and 3 old ones held for their 30 s grace (the scheduler counts
+# a pod until it is gone), 50m each, and its load generator's 100m. So 3 fit,
+# at worst exactly (tests/test_kube_parallel.py checks the sum from the manifests).
+KUBE_JOBS = 3
 
 
 def child_command(stage, scenario, backend, backend_options):
@@ -110,17 +119,25 @@ def longest_first(pairs):
     return sorted(pairs, key=lambda pair: SCENARIOS[pair[1]].expected_s(specs[pair[0]]), reverse=True)
 
 
-def run_all(stages, scenarios, backend="local", jobs=JOBS, progress=print, backend_options=None):
+def run_all(stages, scenarios, backend="local", jobs=None, progress=print, backend_options=None):
     """Every scenario on every stage; returns results in (scenario, stage) order.
     Each child makes its own backend with `backend_options`. Runs whose point
-    is latency come last, a core each, when nothing else competes for the CPU."""
+    is latency come last, a core each, when nothing else competes for the CPU.
+
+    `jobs`: runs at once (default: JOBS locally, 1 on a cluster). On a cluster
+    one run at a time shares the namespace cloudnative-echo (the notebooks);
+    more than one get a namespace each, and the latency runs go one at a time."""
     pairs = [(stage, scenario) for scenario in scenarios for stage in stages]
     quiet = [pair for pair in pairs if SCENARIOS[pair[1]].measures_latency]
     busy = [pair for pair in pairs if pair not in quiet]
-    if backend != "local":
-        jobs = quiet_jobs = 1  # one cluster namespace: one run at a time
-    else:
+    options = dict(backend_options or {})
+    if backend == "local":
+        jobs = jobs or JOBS
         quiet_jobs = min(jobs, QUIET_JOBS)
+    else:
+        jobs, quiet_jobs = jobs or 1, 1
+        if jobs > 1:  # in one namespace, runs at once would see each other's pods and load them
+            options["own_namespace"] = True
     started = time.monotonic()
     results = {}
     children = Children()
@@ -132,7 +149,7 @@ def run_all(stages, scenarios, backend="local", jobs=JOBS, progress=print, backe
                  f"{stage:<12} lost {result.lost}/{result.sent}" + (f"  (about {left / 60:.0f} min left)" if left else ""))
     try:
         for wave, wave_jobs in ((longest_first(busy), jobs), (quiet, quiet_jobs)):
-            run_wave(children, wave, wave_jobs, finished, backend, backend_options or {})
+            run_wave(children, wave, wave_jobs, finished, backend, options)
     except BaseException:
         children.stop_all()
         raise

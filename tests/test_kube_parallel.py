@@ -1,0 +1,119 @@
+"""How `run_all` schedules the kube runs: the demo's KUBE_JOBS at once, each
+in a namespace of its own, the latency runs last and one at a time; the
+notebooks' one at a time in cloudnative-echo. And why KUBE_JOBS is what it
+is: the pods of that many runs fit what a default minikube leaves."""
+
+import threading
+
+import pytest
+
+from support import ROOT, STAGES, STAGES_DIR
+from workshop import parallel_runs
+from workshop.backends.cluster_job import job_manifest
+from workshop.manifests import quantity_bytes, render
+from workshop.scenarios import SCENARIOS, ScenarioResult
+
+WAIT_S = 10  # every wait below is bounded by this
+
+
+class FakeRuns:
+    """Stands in for run_one: records what ran, with what, how many at once.
+    The first `hold` runs wait until that many run together, so a schedule
+    that runs fewer at once fails (after WAIT_S) instead of passing by luck."""
+
+    def __init__(self, hold):
+        self.hold, self.lock, self.all_in = hold, threading.Lock(), threading.Event()
+        self.running, self.most, self.started, self.options = 0, 0, [], []
+        self.at_start = {}  # (stage, scenario) -> (runs at once, runs finished) when it began
+        self.finished = 0
+
+    def __call__(self, children, stage, scenario, backend, backend_options):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            self.started.append((stage, scenario))
+            self.options.append(dict(backend_options))
+            self.at_start[stage, scenario] = (self.running, self.finished)
+            if self.running >= self.hold:
+                self.all_in.set()
+            first = len(self.started) <= self.hold
+        if first:
+            assert self.all_in.wait(WAIT_S), f"never {self.hold} runs at once"
+        with self.lock:
+            self.running -= 1
+            self.finished += 1
+        return ScenarioResult(stage=stage, scenario=scenario, backend=backend)
+
+
+def run(monkeypatch, fake, **options):
+    monkeypatch.setattr(parallel_runs, "run_one", fake)
+    stages, scenarios = STAGES[:3], ["rolling-restart", "crash", "steady", "hang"]
+    results = parallel_runs.run_all(stages, scenarios, backend="kube", progress=lambda line: None,
+                                    backend_options={"context": "minikube", "build_images": False}, **options)
+    assert [(r.stage, r.scenario) for r in results] == [(st, sc) for sc in scenarios for st in stages]
+    return fake
+
+
+@pytest.mark.timeout(60)
+def test_the_demo_runs_kube_jobs_at_once_each_in_its_namespace_and_steady_last_alone(monkeypatch):
+    jobs = parallel_runs.KUBE_JOBS
+    fake = run(monkeypatch, FakeRuns(hold=jobs), jobs=jobs)
+    assert fake.most == jobs
+    assert all(o == {"context": "minikube", "build_images": False, "own_namespace": True} for o in fake.options)
+    quiet = [pair for pair in fake.started if SCENARIOS[pair[1]].measures_latency]  # steady
+    busy = len(fake.started) - len(quiet)
+    assert quiet and fake.started[busy:] == quiet  # last...
+    assert all(fake.at_start[pair] == (1, busy + i) for i, pair in enumerate(quiet))  # ...alone, one by one
+
+
+@pytest.mark.timeout(60)
+def test_the_notebooks_kube_runs_go_one_at_a_time_in_the_shared_namespace(monkeypatch):
+    fake = run(monkeypatch, FakeRuns(hold=1))  # run_all as the notebooks call it: no jobs
+    assert fake.most == 1
+    assert all("own_namespace" not in o for o in fake.options)
+
+
+# -- why KUBE_JOBS: the CPU and memory the runs' pods request, on a default minikube --
+
+# `minikube start`: 2 CPUs and 2 GB by default (https://minikube.sigs.k8s.io/docs/start/).
+MINIKUBE_CPU_M, MINIKUBE_MEMORY = 2000, 2000 * 10**6
+# The kubelet's default hard eviction threshold is taken off what pods may request:
+# memory.available<100Mi (https://kubernetes.io/docs/tasks/administer-cluster/reserve-compute-resources/).
+EVICTION_MEMORY = 100 * 2**20
+# What its control plane requests (kubeadm's manifests): kube-apiserver 250m, controller-manager 200m,
+# scheduler 100m (cmd/kubeadm/app/phases/controlplane/manifests.go), etcd 100m and 100Mi
+# (cmd/kubeadm/app/phases/etcd/local.go), CoreDNS 100m and 70Mi (cmd/kubeadm/app/phases/addons/dns/manifests.go).
+CONTROL_PLANE_CPU_M, CONTROL_PLANE_MEMORY = 250 + 200 + 100 + 100 + 100, (100 + 70) * 2**20
+
+
+def millicores(text):
+    text = str(text)
+    return int(text[:-1]) if text.endswith("m") else int(float(text) * 1000)
+
+
+def requests(pod_spec):
+    (container,) = pod_spec["containers"]
+    wanted = container["resources"]["requests"]
+    return millicores(wanted["cpu"]), quantity_bytes(wanted["memory"])
+
+
+def test_kube_jobs_runs_at_their_worst_fit_what_a_default_minikube_leaves():
+    """A run's worst moment: a rolling restart of a stage whose old pods hold
+    their grace, every new replica up while every old one still counts (the
+    scheduler counts a pod until it is gone, kubernetes/kubernetes#96515),
+    and its load generator. A pod that does not fit would stay Pending and a
+    rollout waiting for it would be measured."""
+    worst_cpu = worst_memory = 0
+    for stage in STAGES:
+        (deployment,) = [o for o in render(STAGES_DIR / stage / "k8s") if o["kind"] == "Deployment"]
+        cpu, memory = requests(deployment["spec"]["template"]["spec"])
+        pods = 2 * deployment["spec"]["replicas"]
+        worst_cpu, worst_memory = max(worst_cpu, pods * cpu), max(worst_memory, pods * memory)
+    load_cpu, load_memory = requests(job_manifest("j", "ns", [], 60)["spec"]["template"]["spec"])
+    (prometheus,) = [o for o in render(ROOT / "k8s") if o["kind"] == "Deployment"]
+    prometheus_cpu, prometheus_memory = requests(prometheus["spec"]["template"]["spec"])
+    jobs = parallel_runs.KUBE_JOBS
+    assert CONTROL_PLANE_CPU_M + prometheus_cpu + jobs * (worst_cpu + load_cpu) <= MINIKUBE_CPU_M
+    assert (CONTROL_PLANE_MEMORY + prometheus_memory + jobs * (worst_memory + load_memory)
+            <= MINIKUBE_MEMORY - EVICTION_MEMORY)
+
