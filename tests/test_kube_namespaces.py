@@ -23,6 +23,7 @@ import pytest
 from fake_cluster import FakeCluster
 from kube_cluster import NS, ApiServer, api_client, contents
 from support import ROOT, wait_for
+from workshop.backends import kube
 from workshop.backends.json_api import KubeApi
 from workshop.backends.kube import KubeBackend
 from workshop.backends.run_namespace import PREFIX, RUN_LABEL
@@ -184,6 +185,17 @@ async def test_an_interrupt_while_the_namespace_is_made_still_deletes_it(kmock, 
     assert await asyncio.to_thread(make) == "interrupted"
     (namespace,) = kmock.namespaces
     assert phase(kmock, namespace) == "Terminating"
+
+
+async def test_a_name_already_taken_is_someone_elses_and_left_alone(kmock, monkeypatch):
+    kmock.resources.load_bundled()
+    await answer(kmock, "POST", "/api/v1/namespaces", metadata={"name": f"{PREFIX}taken"})
+    names = iter([f"{PREFIX}taken", f"{PREFIX}free"])
+    monkeypatch.setattr(kube, "new_name", lambda: next(names))  # where KubeBackend looks it up
+    backend = await asyncio.to_thread(KubeBackend, api_client=api_client(kmock), own_namespace=True)
+    await asyncio.to_thread(backend.close)
+    assert backend.namespace == f"{PREFIX}free" and phase(kmock, f"{PREFIX}free") == "Terminating"
+    assert phase(kmock, f"{PREFIX}taken") == "Active"
 
 
 def kubeconfig(tmp_path, kmock):

@@ -30,13 +30,14 @@ CHILD_TIMEOUT_S = 600
 JOBS = 8
 QUIET_JOBS = 2  # for the runs that measure latency: a core each
 # Runs at once on a cluster, each in a namespace of its own (the demo's).
-# Not the CPU bounds it but what the pods request: a pod that does not fit
-# stays Pending, and a rollout waiting for one would be measured. A default
-# minikube (2 CPUs) leaves 1200m once its control plane and Prometheus have
-# theirs; a run requests at most 400m: during a rolling restart of 01-03, 3
-# new replicas and 3 old ones held for their 30 s grace (the scheduler counts
-# a pod until it is gone), 50m each, and its load generator's 100m. So 3 fit,
-# at worst exactly (tests/test_kube_parallel.py checks the sum from the manifests).
+# What the pods request bounds it, not what they use (a fifth of a core a
+# run, as above): a pod that does not fit stays Pending, and a rollout waiting
+# for one would be measured. A default minikube (2 CPUs) leaves 1200m once its
+# control plane and Prometheus have theirs; a run requests at most 400m:
+# during a rolling restart of 01-03, 3 new replicas and 3 old ones held for
+# their 30 s grace (the scheduler counts a pod until it is gone), 50m each,
+# and its load generator's 100m. So 3 fit, at worst exactly; 4 would not
+# (tests/test_kube_parallel.py sums it from the manifests).
 KUBE_JOBS = 3
 
 
