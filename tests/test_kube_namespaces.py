@@ -161,6 +161,8 @@ async def test_closing_deletes_the_namespace_without_waiting_and_its_pods_withou
     assert time.monotonic() - started < 5
     assert phase(kmock, backend.namespace) == "Terminating"  # asked for, not waited for
     assert len(pods) == 3 and pods <= kmock.deleted_without_grace  # their CPU is free for the next run now
+    await cluster.step()  # the ReplicaSet controller would replace them: a Terminating namespace refuses
+    assert ever(kmock, "v1/pods", backend.namespace) == pods
     await asyncio.to_thread(backend.close)  # closing twice is harmless: the second DELETE's 409 is expected
     deletes = [r for r in kmock.namespace_requests if r[0] == "DELETE"]
     assert len(deletes) == 1 and deletes[0][2]["propagationPolicy"] == "Background"
