@@ -25,7 +25,7 @@ Every behaviour modelled here, and where the real one is defined:
 | patching a Namespace changes its metadata; its `spec.finalizers` and `status` stay | pkg/registry/core/namespace/strategy.go (PrepareForUpdate) |
 | deleting a Namespace answers 200 with it, now `Terminating` (deletionTimestamp set); it stays until the namespace controller has deleted everything in it (pods after their grace); a second DELETE meanwhile answers 409 Conflict | pkg/registry/core/namespace/storage/storage.go (REST.Delete), pkg/controller/namespace/deletion/namespaced_resources_deleter.go |
 | creating anything in a Terminating namespace answers 403 Forbidden (cause `NamespaceTerminating`); updates and deletes go through; creating or updating in a namespace that is gone answers 404 | staging/src/k8s.io/apiserver/pkg/admission/plugin/namespace/lifecycle/admission.go (NamespaceLifecycle) |
-| the controllers, the kubelet and the Job runner act in every namespace (each object in its own) | kube-controller-manager's controllers watch all namespaces |
+| the controllers, the kubelet and the Job runner act in every namespace (each object in its own) | kube-controller-manager's controllers use cluster-wide informers (metav1.NamespaceAll) |
 | the load generator in the Job: its log follows cluster_job's protocol, its clock is the node's, it stops when its pod is annotated, it handles SIGTERM | workshop/backends/cluster_job.py (ours) |
 
 kmock cannot parse `/api/v1/namespaces` (it reads the path as a namespaced
@@ -39,7 +39,6 @@ are taken, as kmock does.
 Pod IPs are 10.244.0.x: addresses the host must never connect to.
 """
 
-import asyncio
 import datetime
 import email.utils
 import json

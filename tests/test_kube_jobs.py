@@ -25,7 +25,7 @@ import pytest
 from fake_cluster import FakeCluster
 from kube_cluster import NS, ApiServer, api_client
 from support import ROOT, wait_for
-from workshop.backends.cluster_job import GRACE_S, STOP_ANNOTATION, JobLoad, records, watch_for_stop
+from workshop.backends.cluster_job import GRACE_S, STOP_ANNOTATION, records, watch_for_stop
 from workshop.backends.json_api import KubeApi
 from workshop.backends.kube import KubeBackend
 from workshop.backends.kubelet import AS_PID_1

@@ -109,14 +109,16 @@ async def test_two_runs_at_once_never_see_each_others_pods_slices_or_jobs(kmock)
     cluster = FakeCluster(kmock)
     controllers = asyncio.create_task(cluster.run())
     runs = {"a": ("01", "crash"), "b": ("04", "pod-kill")}
-    backends, results = {}, {}
+    backends, results, spans = {}, {}, {}
 
     def run(who):
         client = api_client(kmock)
         client.user_agent = f"run-{who}"  # tells its requests apart in kmock's log
         backends[who] = KubeBackend(api_client=client, own_namespace=True)
         with backends[who] as backend:
+            started = time.monotonic()
             results[who] = run_scenario(backend, *runs[who])
+            spans[who] = (started, time.monotonic())
             return backend.spec.namespace, {h.name for h in backend.pod_history()}, \
                 {t.pod for t in backend.terminations()}
     try:
@@ -125,6 +127,7 @@ async def test_two_runs_at_once_never_see_each_others_pods_slices_or_jobs(kmock)
         if controllers.done():
             controllers.result()  # the fake cluster failed: say why
         controllers.cancel()
+    assert max(start for start, _ in spans.values()) < min(end for _, end in spans.values())  # at once
     namespaces = {who: backend.namespace for who, backend in backends.items()}
     assert len(set(namespaces.values())) == 2 and NS not in namespaces.values()
     for who, (spec_namespace, histories, terminations) in seen.items():
