@@ -70,8 +70,9 @@ def test_the_demo_says_its_estimate_first_and_how_much_is_left_as_it_goes(monkey
 
 def test_the_readme_says_the_kube_demos_estimate():
     readme = (ROOT / "README.md").read_text()
-    paragraph = readme[readme.index("`python -m workshop demo --backend kube` runs"):].split("\n\n")[0]
+    paragraph = readme[readme.index("`python -m workshop demo --backend kube` makes"):].split("\n\n")[0]
     (minutes,) = re.findall(r"about (\d+) minutes", paragraph)
     found = demo_estimate.estimate(STAGES, list(SCENARIOS), "kube", parallel_runs.KUBE_JOBS)
     assert int(minutes) == round(found.total_s / 60)
-    assert f"{len(STAGES) * len(SCENARIOS)} runs" in paragraph
+    assert f"{len(STAGES) * len(SCENARIOS)} runs" in paragraph and "three at a time" in paragraph
+    assert parallel_runs.KUBE_JOBS == 3
