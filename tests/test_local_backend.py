@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from support import ROOT, wait_for
+from workshop import parallel_runs
 from workshop.backends.local import AddressPool, LocalBackend
 from workshop.client import echo_once, send_fault
 from workshop.manifests import load_stage
@@ -205,3 +206,15 @@ def test_a_backends_pod_port_is_held_for_it_so_a_concurrent_backend_never_gets_i
         pool.close()
     with socket.socket() as other:
         other.bind(("127.0.0.1", pool.port))  # free again once the backend is gone
+
+
+@pytest.mark.skipif(not Path("/proc").exists(), reason="reads /proc to find processes")
+def test_a_run_past_its_time_out_is_told_to_stop_and_closes_its_backend(monkeypatch):
+    """A child that takes too long gets SIGTERM first, and closes its backend
+    (its replicas here; its namespace on a cluster) before it is gone."""
+    tag = str(uuid.uuid4())
+    monkeypatch.setenv("WORKSHOP_TEST_TAG", tag)
+    monkeypatch.setattr(parallel_runs, "CHILD_TIMEOUT_S", 6)  # hang on 01 runs for 45 s
+    with pytest.raises(RuntimeError, match="did not finish within 6 s"):
+        parallel_runs.run_one(parallel_runs.Children(), "01-plain", "hang", "local", {})
+    assert processes_tagged(tag) == []  # nothing left: the child closed its backend, then exited

@@ -24,6 +24,7 @@ from .scenarios import SCENARIOS, ScenarioResult
 from .stages import ROOT
 
 CHILD_TIMEOUT_S = 600
+CLOSE_TIMEOUT_S = 30  # a child told to stop closes its backend within this
 # Runs at once on the local backend. Most of a run is waiting (for a grace
 # period, a probe, a restart): two cores keep up with 8, each at 250 requests/s
 # (each such run takes about a fifth of a core: its servers, its load, its exec probes).
@@ -103,8 +104,14 @@ def run_one(children, stage, scenario, backend, backend_options):
     try:
         stdout, stderr = child.communicate(timeout=CHILD_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        os.killpg(child.pid, signal.SIGKILL)  # the child and everything it started
-        child.wait()
+        # SIGTERM first: the child closes its backend (its processes, or its namespace on a
+        # cluster) as on Ctrl-C; SIGKILL the whole group only if that does not end it.
+        child.terminate()
+        try:
+            child.communicate(timeout=CLOSE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)  # the child and everything it started
+            child.wait()
         raise RuntimeError(f"{stage} {scenario} did not finish within {CHILD_TIMEOUT_S} s") from None
     finally:
         children.finished(child)
