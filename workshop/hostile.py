@@ -59,7 +59,8 @@ class HostileClient:
                     sock.send(self.payload, zmq.NOBLOCK, copy=False)
                     self.sent += 1
                     last_sent = time.monotonic()
-                    next_send += 1 / FRAMES_PER_S
+                    # Its pace: after a stall or a reconnect it goes on at its rate, never in a burst.
+                    next_send = max(next_send, last_sent - 1 / FRAMES_PER_S) + 1 / FRAMES_PER_S
                 except zmq.Again:  # the connection went between poll and send
                     pass
         finally:

@@ -4,9 +4,12 @@ causes do not, so the report shows them and the tests assert them.
 
 The causes, in the order they are tried (the first that holds is the one):
 - no-endpoint: the client knew no ready endpoint to send it to;
-- hung: sent to the replica whose loop a hang fault froze, while it was frozen;
-- attacked: sent to the replica a hostile client was at, before it died of it
-  (a replica busy with megabyte frames, its memory at the limit, is slow);
+- hung: sent to the replica whose loop a hang fault froze, while that loop
+  was frozen (until its container ended);
+- attacked: sent to the replica a hostile client was at, from the attack's
+  start on, whichever of its containers got it (the client keeps attacking
+  each new one: a replica busy with megabyte frames, its memory at the limit,
+  is slow, and dies of it);
 - going-away: sent to a pod being deleted, before (or while) its container
   stopped: the client had not heard yet that it was leaving;
 - killed: its container died, not deleted, before it could answer (a crash,
@@ -47,9 +50,11 @@ def cause(sent_at, endpoint, pods, answers, timeout_s, struck=None):
     deadline = sent_at + timeout_s
     run = pod.run_at(sent_at)
     if struck is not None and struck[0] == pod.name and sent_at >= struck[1]:
-        victim = pod.run_at(struck[1])
-        if victim is not None and (victim.ended_at is None or deadline < victim.ended_at):
-            return struck[2]
+        if struck[2] == "attacked":
+            return "attacked"
+        frozen = pod.run_at(struck[1])
+        if frozen is not None and (frozen.ended_at is None or sent_at < frozen.ended_at):
+            return "hung"
     deleted = pod.deleted_at is not None and pod.deleted_at <= deadline
     if run is None:  # down: between two runs, or after the last
         if pod.deleted_at is not None and pod.deleted_at <= sent_at:

@@ -41,6 +41,14 @@ def local_command(command):
     return [sys.executable if command[0] == "python" else command[0], *command[1:]]
 
 
+def in_container(command, cgroup):
+    """An exec probe's command, run in the container's memory cgroup (a
+    `python` one joins it before it starts; others run beside it)."""
+    if cgroup is None or command[0] != "python":
+        return local_command(command)
+    return [sys.executable, *launcher(cgroup), *command[1:]]
+
+
 class ProbeState:
     def __init__(self, probe, container_started_at):
         self.probe = probe
@@ -291,7 +299,7 @@ class Pod:
             if state.pending is None and now >= state.next_due:
                 state.next_due = now + state.probe.period_s
                 state.pending = self.probe_pool.submit(run_probe, state.probe, self.host, self.port,
-                                                       self.env, self.spec)
+                                                       self.env, self.spec, self.cgroup)
 
     def _apply(self, kind, state, ok, now):
         probe = state.probe
@@ -318,9 +326,10 @@ class Pod:
         self.killing = Termination(self, now)
 
 
-def run_probe(probe, host, port, env, spec):
+def run_probe(probe, host, port, env, spec, cgroup=None):
     """One check, as the kubelet does it: a TCP connect, or a command in the
-    container's environment that must exit 0 within the timeout."""
+    container — its environment, and its memory cgroup where it has one —
+    that must exit 0 within the timeout."""
     if probe.tcp_port is not None:
         target = port if probe.tcp_port == spec.echo_port else probe.tcp_port
         try:
@@ -329,7 +338,7 @@ def run_probe(probe, host, port, env, spec):
         except OSError:
             return False
     try:
-        result = subprocess.run(local_command(probe.command), cwd=stage_dir(spec.stage),
+        result = subprocess.run(in_container(probe.command, cgroup), cwd=stage_dir(spec.stage),
                                 env={**os.environ, **env},
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=probe.timeout_s)
     except subprocess.TimeoutExpired:
