@@ -95,7 +95,7 @@ def test_every_exercise_solved_is_graded_done(tmp_path):
         graded = dict(zip(SOLUTIONS, pool.map(lambda number: grade(solved, number), SOLUTIONS)))
     for number, result in graded.items():
         last = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
-        if os.environ.get("CI") != "true" and ("memory cgroup" in last or "not root" in last):
+        if result.returncode == exercises.CANNOT_GRADE and os.environ.get("CI") != "true":
             continue  # 06's needs a memory cgroup: CI has one
         assert result.returncode == 0 and last.startswith("done:"), f"{number}: {result.stdout}{result.stderr}"
 

@@ -4,8 +4,9 @@ stage as the chapter says, then runs
     python -m workshop exercise 04
 
 which runs what shows the change (one of the scenarios, or a check of its
-own) on the stage as it now is, and says "done" with what it saw, or "not
-yet" with what it saw instead. A stage with no exercise here says so.
+own) on the stage as it now is, and says "done" with what it saw (exit 0),
+"not yet" with what it saw instead (1), or why it cannot grade it on this
+machine (3: a scenario with no figure here). A stage with no exercise: 2.
 """
 
 import json
@@ -26,17 +27,23 @@ from .stages import resolve, stage_dir
 @dataclass
 class Exercise:
     task: str          # what to change, as the chapter says it
-    check: object      # (stage, backend name) -> (done?, what was seen)
+    check: object      # (stage, backend name) -> (done? or None: cannot tell here, what was seen)
 
 
-def by_scenario(scenario, done, seen):
-    """A check that runs `scenario` and reads its ScenarioResult."""
-    def check(stage, backend):
+@dataclass
+class ByScenario:
+    """A check that runs one of the scenarios and reads its ScenarioResult."""
+
+    scenario: str
+    done: object       # ScenarioResult -> bool
+    seen: object       # ScenarioResult -> what to say
+
+    def __call__(self, stage, backend):
         from .parallel_runs import run_all
-        (result,) = run_all([stage], [scenario], backend=backend, progress=lambda line: None)
-        return done(result), seen(result)
-    check.scenario, check.done, check.seen = scenario, done, seen
-    return check
+        (result,) = run_all([stage], [self.scenario], backend=backend, progress=lambda line: None)
+        if result.no_figure:
+            return None, result.no_figure
+        return self.done(result), self.seen(result)
 
 
 def bytes_echoed_counted(stage, backend):
@@ -86,37 +93,40 @@ def drain_timeout_capped(stage, backend):
     return True, f"DRAIN_TIMEOUT_S=61: exit 2, {json.loads(output.splitlines()[-1])['message']}"
 
 
+CANNOT_GRADE = 3
+
 EXERCISES = {
     "01": Exercise(
         "Set `replicas: 1` in k8s/deployment.yaml, then delete that one pod under load (pod-kill): with no "
         "other replica, requests are lost while it is replaced.",
-        by_scenario("pod-kill", lambda r: r.lost_by_cause.get("no-endpoint", 0) > 0,
-                    lambda r: f"lost {r.lost} of {r.sent}: {r.lost_by_cause or 'none'}")),
+        ByScenario("pod-kill", lambda r: r.lost_by_cause.get("no-endpoint", 0) > 0,
+                   lambda r: f"lost {r.lost} of {r.sent}: {r.lost_by_cause or 'none'}")),
     "02": Exercise(
         "Remove the `except Exception:` branch of main() in echo_server.py, then crash a replica (crash): "
         "the traceback is loose lines again, not one record.",
-        by_scenario("crash", lambda r: (r.crash_log_records or 0) > 1,
-                    lambda r: f"{r.crash_log_records} log lines after the crash")),
+        ByScenario("crash", lambda r: (r.crash_log_records or 0) > 1,
+                   lambda r: f"{r.crash_log_records} log lines after the crash")),
     "03": Exercise(
         "Delete the startupProbe and the readinessProbe from k8s/deployment.yaml (either alone holds "
         "traffic back until the socket listens), then roll out slow starters (slow-start): requests go to "
         "replicas that do not listen yet.",
-        by_scenario("slow-start", lambda r: (r.early or 0) > 0,
-                    lambda r: f"{r.early} requests sent early, slowest answer {r.max_ms:.0f} ms")),
+        ByScenario("slow-start", lambda r: (r.early or 0) > 0,
+                   lambda r: f"{r.early} requests sent early, slowest answer {r.max_ms:.0f} ms")),
     "04": Exercise(
         "Set terminationGracePeriodSeconds to 2 in k8s/deployment.yaml (shorter than preStop and the drain), "
-        "then roll out (rolling-restart): Kubernetes' SIGKILL comes first.",
-        by_scenario("rolling-restart", lambda r: r.sigkills > 0,
-                    lambda r: f"{r.sigkills} SIGKILL, {r.lost} lost")),
+        "then roll out (rolling-restart): a pod still draining when the grace runs out is SIGKILLed.",
+        ByScenario("rolling-restart", lambda r: r.sigkills > 0,
+                   lambda r: f"{r.sigkills} SIGKILL, {r.lost} lost")),
     "05": Exercise(
         "Add a counter echo_bytes_total (the bytes of every message echoed) to echo_server.py; the grader "
         "echoes 10 messages of 123 bytes and reads /metrics.",
         bytes_echoed_counted),
     "06": Exercise(
         "Raise MAX_MESSAGE_BYTES to 2_000_000 and QUEUED_REPLIES to 2_000 in echo_server.py, then send "
-        "megabyte frames (hostile-client): what one peer may queue is now 2 GB, over the 256 MiB limit.",
-        by_scenario("hostile-client", lambda r: (r.oom_kills or 0) > 0,
-                    lambda r: r.no_figure or f"OOM-killed {r.oom_kills} times, {r.lost} lost")),
+        "megabyte frames (hostile-client): what one peer may queue is now about 4 GB (2,008 messages of up "
+        "to 2 MB), far over the 256 MiB limit.",
+        ByScenario("hostile-client", lambda r: (r.oom_kills or 0) > 0,
+                   lambda r: f"OOM-killed {r.oom_kills} times, {r.lost} lost")),
     "07": Exercise(
         "Make DRAIN_TIMEOUT_S refuse more than a minute (60 s), in one record, exit code 2.",
         drain_timeout_capped),
@@ -135,5 +145,6 @@ def grade(stage, backend="local", out=print):
     started = time.monotonic()
     out(f"running {scenario + ' on the ' + backend + ' backend' if scenario else 'its check'} ...")
     done, seen = exercise.check(stage, backend)
-    out(f"{'done' if done else 'not yet'}: {seen} ({time.monotonic() - started:.0f} s)")
-    return 0 if done else 1
+    verdict = "cannot grade it here" if done is None else "done" if done else "not yet"
+    out(f"{verdict}: {seen} ({time.monotonic() - started:.0f} s)")
+    return CANNOT_GRADE if done is None else 0 if done else 1
