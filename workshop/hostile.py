@@ -25,6 +25,7 @@ class HostileClient:
         self.endpoint = endpoint
         self.payload = bytes(ATTACKS[attack])
         self.sent = 0
+        self.dropped = 0  # times the server cut its connection
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hostile-client", daemon=True)
 
@@ -38,22 +39,35 @@ class HostileClient:
         sock.sndhwm = 2            # what it holds itself: two frames
         sock.rcvhwm = 1            # never reads: the echoes stay with the server
         sock.setsockopt(zmq.RCVBUF, 4096)
+        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         sock.connect(self.endpoint)
-        return sock
+        return sock, monitor
+
+    def _count_drops(self, monitor):
+        while monitor.poll(0):
+            monitor.recv_multipart()  # a disconnection: the server cut us
+            self.dropped += 1
+
+    def _close(self, sock, monitor):
+        self._count_drops(monitor)
+        sock.disable_monitor()
+        monitor.close(linger=0)
+        sock.close()
 
     def _run(self):
         context = zmq.Context()
-        sock = self._connect(context)
+        sock, monitor = self._connect(context)
         last_sent = next_send = time.monotonic()
         try:
             while not self._stop.wait(max(0.0, next_send - time.monotonic())):
+                self._count_drops(monitor)
                 if not sock.poll(50, zmq.POLLOUT):
                     # Its queue is full: the server does not read, or it is gone. A libzmq
                     # socket that has stopped reading may never notice the peer died (the
                     # reset arrives on a connection it no longer polls): start afresh.
                     if time.monotonic() - last_sent > STUCK_S:
-                        sock.close()
-                        sock, last_sent = self._connect(context), time.monotonic()
+                        self._close(sock, monitor)
+                        (sock, monitor), last_sent = self._connect(context), time.monotonic()
                     continue
                 try:
                     sock.send(self.payload, zmq.NOBLOCK, copy=False)
@@ -64,7 +78,7 @@ class HostileClient:
                 except zmq.Again:  # the connection went between poll and send
                     pass
         finally:
-            sock.close()
+            self._close(sock, monitor)
             context.term()
 
     def stop(self):
