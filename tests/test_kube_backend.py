@@ -261,3 +261,24 @@ def test_setup_notebook_falls_back_to_local_when_no_cluster_answers():
     assert notebook_setup.choose_backend("local") == "local"
     with pytest.raises(ValueError):
         notebook_setup.choose_backend("minikube")
+
+
+def test_a_pods_container_runs_are_read_from_its_statuses_as_the_watch_shows_them():
+    """Each restart (restartCount up, lastState's reason) closes a run and opens the
+    next; a pod first seen after restarts does not reopen its run on every event."""
+    from workshop.backends.kube import note_history
+
+    def pod(restarts, state, last=None):
+        status = {"name": "echo", "restartCount": restarts, "state": state}
+        if last:
+            status["lastState"] = {"terminated": last}
+        return {"metadata": {"name": "echo-a"}, "status": {"podIP": "10.244.0.9", "containerStatuses": [status]}}
+    histories = {}
+    for seen in (pod(2, {"running": {}}, {"reason": "Error"}),               # first seen after two restarts
+                 pod(2, {"running": {}}, {"reason": "Error"}),               # ... and again, unchanged
+                 pod(3, {"running": {}}, {"reason": "OOMKilled"}),            # a restart between two events
+                 pod(3, {"terminated": {"reason": "Completed"}})):           # its end
+        note_history(histories, seen, 5555)
+    runs = histories["echo-a"].runs
+    assert [(r.restart_count, r.reason) for r in runs] == [(2, "OOMKilled"), (3, "Completed")]
+    assert histories["echo-a"].address == "tcp://10.244.0.9:5555" and histories["echo-a"].oom_kills == 1

@@ -37,6 +37,7 @@ class ContainerRun:
     started_at: float
     ended_at: float | None = None     # None: still running
     reason: str | None = None         # as Kubernetes says: Completed, Error, OOMKilled
+    restart_count: int = 0            # the container's restartCount while this run went
 
 
 @dataclass

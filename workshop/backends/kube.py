@@ -344,10 +344,12 @@ class KubeBackend(Backend):
 
 def note_history(histories, pod, port):
     """A pod's life as the watch shows it, on this process's clock (when each
-    change was seen): created, deleted, and each run of its container. The
-    open run ends when the container is terminated, or waits to restart, or
-    runs again with a higher restartCount (a restart between two events); its
-    reason is the API's (Completed, Error, OOMKilled)."""
+    change was seen: the API's own startedAt and finishedAt are whole seconds,
+    too coarse beside a one-second request time-out): created, deleted, and
+    each run of its container. The open run ends when the container is
+    terminated, or waits to restart, or runs with a higher restartCount than
+    it started with (a restart between two events); its reason is the API's
+    (Completed, Error, OOMKilled)."""
     now, name = time.monotonic(), pod["metadata"]["name"]
     status = pod.get("status") or {}
     history = histories.setdefault(name, PodHistory(name, "", created_at=now))
@@ -358,16 +360,16 @@ def note_history(histories, pod, port):
     container = next(iter(status.get("containerStatuses") or []), None)
     if container is None:
         return
-    state = container.get("state") or {}
+    state, restarts = container.get("state") or {}, container.get("restartCount", 0)
     previous = (container.get("lastState") or {}).get("terminated")
     open_run = history.runs[-1] if history.runs and history.runs[-1].ended_at is None else None
     if open_run is not None:
-        restarted = "running" in state and len(history.runs) <= container.get("restartCount", 0)
+        restarted = "running" in state and restarts > open_run.restart_count
         ended = state.get("terminated") or (previous if restarted or "waiting" in state else None)
         if ended is not None:
             open_run.ended_at, open_run.reason = now, ended.get("reason")
     if "running" in state and (not history.runs or history.runs[-1].ended_at is not None):
-        history.runs.append(ContainerRun(started_at=now))
+        history.runs.append(ContainerRun(started_at=now, restart_count=restarts))
 
 
 def container_exit_code(pod):
