@@ -36,7 +36,7 @@ tour: setup ## A few seconds: each stage's new capability at work
 test: $(VENV)/.installed-test system-packages ## Run the whole test suite (containers included)
 	$(PY) -m pytest
 
-test-containers: $(VENV)/.installed-test system-packages ## Build the five images with podman and test them
+test-containers: $(VENV)/.installed-test system-packages ## Build every stage's image with podman and test them
 	$(PY) -m pytest -m containers
 
 notebooks: setup ## Open the workshop notebooks in Jupyter Lab

@@ -65,7 +65,8 @@ def start(stage, name, value, wait_s=3):
 
 
 # %%
-cases = [("ECHO_BIND", "tcp://127.0.0.1:99999"), ("DRAIN_QUIET_MS", "-1"), ("LOG_LEVEL", "bogus")]
+# A port over 65535: 65536 + a free one, which libzmq takes as that free one.
+cases = [("ECHO_BIND", f"tcp://127.0.0.1:{65536 + free_port()}"), ("DRAIN_QUIET_MS", "-1"), ("LOG_LEVEL", "bogus")]
 ended = {(stage, name): start(stage, name, value) for stage in ("06", "07") for name, value in cases}
 for (stage, name), (code, first) in ended.items():
     print(f"{stage} {name:<15} {'still running' if code is None else f'exit {code}'}: {first[:110]}")

@@ -90,7 +90,7 @@ def test_rollout_of_python_as_pid_1_waits_a_grace_period_per_pod_then_sigkills(b
 
 
 @pytest.mark.parametrize("stage", NO_READINESS)
-def test_without_a_readiness_probe_a_new_pod_is_sent_requests_before_it_listens(battery, stage):
+def test_without_a_readiness_probe_a_rollout_loses_only_what_a_new_pod_gets_before_it_listens(battery, stage):
     """The only requests 01-02 lose in a rollout: sent to a new pod listed
     before it listens (how many depends on how long Python takes to start)."""
     r = result(battery, stage, "rolling-restart")
@@ -119,8 +119,10 @@ def test_under_an_init_process_sigterm_kills_at_once_with_requests_in_flight(bat
     """Locally the endpoint feed lags SIGTERM by 0.5 s, so what was sent in
     that time is lost (on a cluster the two race: see chapter 04)."""
     r = result(battery, stage, "rolling-restart-init")
-    # what was sent to the dead pods until the feed said so: the rate times the lag, each pod
-    assert lost(r, "going-away") >= RATE * FEED_LAG_S / 2, r.lost_by_cause
+    # what was sent to each dead pod until the feed said so: its share of the rate (one of the
+    # three or four endpoints of a rollout) for the feed's lag, three pods: about 94 to 125
+    expected = REPLICAS * RATE / (REPLICAS + 1) * FEED_LAG_S
+    assert expected / 2 <= lost(r, "going-away") <= expected * 2, r.lost_by_cause
     assert r.sigkills == 0 and max(r.pod_exit_s) < GRACE_S_04
 
 

@@ -4,7 +4,6 @@ Stage 03, without a handler, loses what was in flight: that is the lesson."""
 import json
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
@@ -85,15 +84,18 @@ def test_trickling_client_is_answered_until_the_deadline(stage, start_server):
 def test_sigterm_during_a_slow_start_is_not_lost_as_pid_1(stage, tmp_path):
     """As a container's PID 1, a SIGTERM that comes before the handler is
     ignored, and the pod waits for SIGKILL. The handler comes before anything
-    slow: a SIGTERM while the server sleeps through its start-up still ends
-    it, cleanly, once it is up."""
+    slow: a SIGTERM as the server begins its start-up delay (the import of
+    workshop_faults, which sleeps) still ends it, cleanly, once it is up."""
     delay_s = 2
+    (tmp_path / "sitecustomize.py").write_text(SPY)
+    spied = tmp_path / "spied"
     server = ServerProcess.of_stage(stage, {"ECHO_BIND": f"tcp://127.0.0.1:{free_port()}",
-                                            "ECHO_STARTUP_DELAY": delay_s}, tmp_path / "out.log",
-                                    launcher=AS_PID_1).start()
+                                            "ECHO_STARTUP_DELAY": delay_s, "PYTHONPATH": tmp_path,
+                                            "SPY_OUT": spied, "SPY_ON": "workshop_faults"},
+                                    tmp_path / "out.log", launcher=AS_PID_1).start()
     try:
-        wait_for(lambda: "nanosleep" in Path(f"/proc/{server.popen.pid}/wchan").read_text(), timeout=10,
-                 interval=0.005, message="the server to sleep through its start-up delay")
+        wait_for(lambda: spied.exists() and spied.read_text(), timeout=10, interval=0.005,
+                 message="the server to begin its start-up delay")
         server.signal(signal.SIGTERM)
         assert server.wait(timeout=delay_s + DRAIN_QUIET_MS / 1000 + 10) == 0, server.output()
     finally:
@@ -105,7 +107,8 @@ import os, signal, sys
 
 class Spy:  # says, when the first of the server's slow imports starts, whether SIGTERM has a handler yet
     def find_spec(self, name, path=None, target=None):
-        if name in ("json", "logbook", "zmq", "workshop_faults") and "SPY_OUT" in os.environ:
+        watched = os.environ.get("SPY_ON", "json logbook zmq workshop_faults").split()
+        if name in watched and "SPY_OUT" in os.environ:
             handled = signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)
             open(os.environ.pop("SPY_OUT"), "w").write(f"{name} {handled}")
         return None

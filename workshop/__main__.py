@@ -145,7 +145,7 @@ def metrics(args):
 
 def fault(args):
     client.send_fault(args.endpoint, args.what)
-    print(f"sent {args.what} to {args.endpoint}")
+    print(f"sent {args.what} to {args.endpoint}")  # no reply awaited: a crashed or hung replica sends none
 
 
 def doctor(args):

@@ -15,7 +15,7 @@ LESSONS = {
     "rolling-restart": "Every replica replaced under load. A stage without a SIGTERM handler runs as PID 1: "
                        "SIGTERM is ignored, each old pod runs on out of the endpoints until SIGKILL at the "
                        "30 s grace period. With a handler and preStop, pods serve through preStop, drain and "
-                       "exit 0 in seconds: 0 lost, no SIGKILL.",
+                       "exit 0 in seconds: nothing lost to a pod going away, no SIGKILL.",
     "rolling-restart, naive client via Service": "A naive client through the Service, beside the "
                        "endpoint-aware one: its connection stays on its pod until that pod's process is gone.",
     "rolling-restart-init": "The same rollout with Python not PID 1 (tini, dumb-init): SIGTERM kills a stage "
@@ -33,7 +33,7 @@ LESSONS = {
                   "for SIGKILL, one with a handler drains.",
     "hostile-client": "One client sends megabyte frames to one replica and never reads. Without limits the "
                       "replica queues the echoes until the kernel OOM-kills it at its Deployment's memory limit, "
-                      "twice while we watch, with the requests in flight (killed); with limits it drops that "
+                      "once or twice while we watch, with the requests in flight; with limits it drops that "
                       "peer at its first frame and holds.",
 }
 
@@ -117,7 +117,7 @@ def markdown(results, backend, plot_name=None):
         out += ["", f"![latency over time, lost requests marked]({plot_name})"]
     out += ["", "Lost requests are counted by cause (workshop/losses.py): " + "; ".join(
         f"**{cause}**" for cause in CAUSES) + ".", "", "## What each scenario shows", ""]
-    out += [f"- **{row[0]}**: {LESSONS[row[0]]}" for row in rows]
+    out += [f"- **{row[0]}**: {LESSONS.get(row[0]) or LESSONS[row[0].split(',')[0]]}" for row in rows]
     out += ["", "## Every number", "",
             "| scenario | stage | sent | answered | lost | p50 ms | p99 ms | max ms | slow | recover s "
             "| rollout ready s | rollout done s | SIGKILLs | deletion to gone s | via Service lost/sent "

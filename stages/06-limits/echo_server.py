@@ -80,7 +80,7 @@ MAX_BATCH = 100
 # on frames per message: the loop drops a message with too many frames or
 # bytes instead of echoing it.
 MAX_MESSAGE_BYTES = 1024
-MAX_FRAMES = 8  # the sender's identity, a delimiter and a few parts
+MAX_FRAMES = 8  # the client's: a delimiter and a few parts (ROUTER's identity comes on top)
 QUEUED_REQUESTS = 8
 QUEUED_REPLIES = 200
 SOCKET_BUFFER_BYTES = 8192  # the kernel's buffers per connection, each way
@@ -313,7 +313,7 @@ def drain(router, quiet_ms, timeout_s):
     """Keep answering after SIGTERM: Kubernetes removes the endpoint at the
     same time as it signals us, so requests still arrive for a moment. Stop
     once none came for `quiet_ms`, or after `timeout_s`. Return how many
-    requests were answered."""
+    requests were read."""
     deadline = time.monotonic() + timeout_s
     drained = 0
     while (left_ms := (deadline - time.monotonic()) * 1000) > 0:
