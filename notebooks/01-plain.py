@@ -90,8 +90,8 @@ else:
 #
 # Run the same image under an init process (tini, dumb-init) and Python is no longer
 # PID 1: SIGTERM kills it at once, with the requests in flight — sent before the clients
-# learned it was leaving (*going-away*). Locally the endpoint feed lags 0.5 s, so about 125
-# are lost at 250 requests/s; on a cluster SIGTERM and the EndpointSlice update reach their
+# learned it was leaving (*going-away*). Locally the endpoint feed lags 0.5 s, so about 60 to
+# 75 are lost at 150 requests/s; on a cluster SIGTERM and the EndpointSlice update reach their
 # targets within milliseconds of each other, and the loss is a race: none to a handful.
 # Marks above the line are lost requests.
 

@@ -19,7 +19,7 @@
 # # 08 — The scoreboard: every scenario on every stage
 #
 # The same battery as `make demo`: each scenario runs on a fresh deployment of each stage
-# under 250 requests per second. Read it row by row — each stage fixes one column. Lost
+# under 150 requests per second. Read it row by row — each stage fixes one column. Lost
 # requests are counted by cause (`workshop/losses.py`). With `QUICK` only the rolling restarts
 # and the crash run.
 

@@ -26,8 +26,9 @@ from .stages import ROOT
 CHILD_TIMEOUT_S = 600
 CLOSE_TIMEOUT_S = 30  # a child told to stop closes its backend within this
 # Runs at once on the local backend. Most of a run is waiting (for a grace
-# period, a probe, a restart): two cores keep up with 8, each at 250 requests/s
-# (each such run takes about a fifth of a core: its servers, its load, its exec probes).
+# period, a probe, a restart): two cores keep up with 8, each at 150 requests/s (its
+# servers, its load, its exec probes: at 500, eight runs wanted more than two cores, and
+# the exec probes, a Python process each, took seconds to start and failed for it).
 JOBS = 8
 QUIET_JOBS = 2  # for the runs that measure latency: a core each
 # Runs at once on a cluster, each in a namespace of its own (the demo's).

@@ -143,7 +143,7 @@ def job_manifest(name, namespace, arguments, deadline_s):
                     "name": "loadgen", "image": LOADGEN_IMAGE, "imagePullPolicy": "IfNotPresent",
                     "command": ["python", "-m", __spec__.name, *arguments],
                     "env": [{"name": POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
-                    # The request is about what it uses: a whole run at 250 requests/s (its load,
+                    # The request is about what it uses: a whole run at 150 requests/s (its load,
                     # its replicas, their probes) takes a fifth of a core. The demo's runs at once
                     # must fit a default minikube's CPU (parallel_runs.KUBE_JOBS); it may burst.
                     "resources": {"requests": {"cpu": LOADGEN_CPU_REQUEST, "memory": "64Mi"},

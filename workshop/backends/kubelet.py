@@ -338,8 +338,10 @@ def run_probe(probe, host, port, env, spec, cgroup=None):
         except OSError:
             return False
     try:
+        # A session of its own, as each container has: with the kernel's autogroup scheduling a
+        # session shares the CPU as one, and in the driver's it would queue behind the load.
         result = subprocess.run(in_container(probe.command, cgroup), cwd=stage_dir(spec.stage),
-                                env={**os.environ, **env},
+                                env={**os.environ, **env}, start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=probe.timeout_s)
     except subprocess.TimeoutExpired:
         return False
