@@ -210,7 +210,7 @@ class Steady(Scenario):
     """Nothing happens: the baseline latency of the stage."""
 
     name = "steady"
-    max_s = 3
+    max_s = 4
     measures_latency = True
 
 

@@ -18,8 +18,8 @@ reason in a few words (not root, no memory controller, ...), for the
 scoreboard to say why a cell has no figure.
 """
 
-import itertools
 import os
+import secrets
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -74,15 +74,13 @@ class MemoryCgroup:
     """A child of our own cgroup (whatever accounts for us still accounts for
     it), limited to `limit` bytes, swap included."""
 
-    _names = itertools.count()
-
     def __init__(self, limit, root=CGROUP_ROOT, proc_cgroup=Path("/proc/self/cgroup")):
         self.version, parent = parent_cgroup(root, proc_cgroup)
         if self.version is None:
             raise OSError(parent)
         if self.version == 2:
             self._delegate_memory(parent)
-        self.path = parent / f"echo-{os.getpid()}-{next(self._names)}"
+        self.path = parent / f"echo-{secrets.token_hex(6)}"  # never one that a run before left
         self.path.mkdir()
         if self.version == 1:
             self._write("memory.limit_in_bytes", limit)
@@ -135,10 +133,13 @@ class MemoryCgroup:
         return int(dict(line.split() for line in text.splitlines()).get("oom_kill", 0))
 
     def remove(self):
-        """Only once its processes are gone; the charges move to the parent."""
+        """Once its processes are gone (the charges move to the parent); True
+        if it is gone, False while a process is still in it (EBUSY: an exec
+        probe that has not ended yet, say): try again later."""
         try:
             self.path.rmdir()
         except FileNotFoundError:
             pass
-        except OSError:  # EBUSY: a process is still in it; the kernel frees it with the last one
-            pass
+        except OSError:
+            return False
+        return True

@@ -125,6 +125,7 @@ class Pod:
         self.termination = None  # a PodTermination once deleted
         self.history = PodHistory(name, self.address, created_at=time.monotonic())
         self.cgroup = None  # the running container's memory cgroup, if limits are held here
+        self.spent_cgroups = []  # ended containers' cgroups not removed yet (a probe was still in one)
         self.container = None
         self.container_started_at = None
         self.restarts = 0
@@ -162,6 +163,8 @@ class Pod:
     # -- the kubelet's loop for this pod --
 
     def tick(self, now):
+        if self.spent_cgroups:
+            self.remove_spent_cgroups()
         if self.gone:
             return
         if self.killing is not None:
@@ -268,8 +271,12 @@ class Pod:
 
     def _release_cgroup(self):
         if self.cgroup is not None:
-            self.cgroup.remove()
+            self.spent_cgroups.append(self.cgroup)
             self.cgroup = None
+        self.remove_spent_cgroups()
+
+    def remove_spent_cgroups(self):
+        self.spent_cgroups = [cgroup for cgroup in self.spent_cgroups if not cgroup.remove()]
 
     def _finish(self):
         self._release_ports()

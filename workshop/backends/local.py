@@ -112,6 +112,7 @@ class LocalBackend(Backend):
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread = None
+        self._failure = None  # what ended the control loop, if something did
         self._pods = {}
         self._every_pod = {}  # gone ones too, for their logs
         self._events = []
@@ -162,12 +163,18 @@ class LocalBackend(Backend):
         with self._lock:
             self._pods[name].delete(time.monotonic())
 
+    def _check_control_loop(self):
+        if self._failure is not None:
+            raise RuntimeError(f"the local backend's control loop failed: {self._failure!r}") from self._failure
+
     def rollout_complete(self):
+        self._check_control_loop()
         with self._lock:
             live = [p for p in self._pods.values() if not p.deleted]
             return (len(live) == self.replicas and all(p.revision == self.revision and p.ready for p in live))
 
     def pods(self):
+        self._check_control_loop()
         with self._lock:
             return [PodStatus(p.name, p.address, p.ready, p.deleted, p.restarts, p.metrics_address())
                     for p in self._pods.values()]
@@ -207,10 +214,12 @@ class LocalBackend(Backend):
         if self._thread is not None:
             self._thread.join(timeout=5)
         with self._lock:
-            for pod in self._pods.values():
+            for pod in self._every_pod.values():
                 pod.force_stop()
             self._pods.clear()
         self._probe_pool.shutdown(wait=True, cancel_futures=True)
+        for pod in self._every_pod.values():  # the probes are over: nothing keeps a cgroup busy now
+            pod.remove_spent_cgroups()
         self._addresses.close()
         if self._tmp is not None:
             self._tmp.cleanup()
@@ -218,16 +227,20 @@ class LocalBackend(Backend):
     # -- the control loop: kubelet, Deployment controller, endpoints --
 
     def _control_loop(self):
-        while not self._stop.is_set():
-            with self._lock:
-                now = time.monotonic()
-                for pod in list(self._pods.values()):
-                    pod.tick(now)
-                    if pod.gone:
-                        del self._pods[pod.name]
-                self._reconcile(now)
-                self._publish_endpoints(now)
-            self._stop.wait(TICK_S)  # the loop's pace
+        try:
+            while not self._stop.is_set():
+                with self._lock:
+                    now = time.monotonic()
+                    for pod in list(self._pods.values()):
+                        pod.tick(now)
+                        if pod.gone:
+                            del self._pods[pod.name]
+                    self._reconcile(now)
+                    self._publish_endpoints(now)
+                self._stop.wait(TICK_S)  # the loop's pace
+        except BaseException as error:  # the scenario's thread raises it, at its next look
+            self._failure = error
+            raise
 
     def _record(self, pod_name, what):
         self._events.append((time.monotonic() - self.started_at, pod_name, what))
