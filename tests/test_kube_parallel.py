@@ -3,6 +3,8 @@ in a namespace of its own, the latency runs last and one at a time; the
 notebooks' one at a time in cloudnative-echo. And why KUBE_JOBS is what it
 is: the pods of that many runs fit what a default minikube leaves."""
 
+import dataclasses
+import json
 import threading
 
 import pytest
@@ -118,3 +120,21 @@ def test_kube_jobs_runs_at_their_worst_fit_what_a_default_minikube_leaves():
     assert jobs * (worst_cpu + load_cpu) <= free_cpu and jobs * (worst_memory + load_memory) <= free_memory
     assert (jobs + 1) * (worst_cpu + load_cpu) > free_cpu  # the most that fit: CPU is what bounds it
 
+
+
+@pytest.mark.timeout(60)
+def test_runs_held_in_workshop_results_are_read_not_run_again(monkeypatch, tmp_path):
+    """The tests' notebooks reuse the session's demo: a pair it holds (by the
+    stage's short name too) is taken from it; the others, and another
+    backend's results, run."""
+    earlier = [ScenarioResult(stage=STAGES[0], scenario="crash", backend="kube", sent=7),
+               ScenarioResult(stage=STAGES[1], scenario="crash", backend="local", sent=9)]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps([dataclasses.asdict(r) for r in earlier]))
+    monkeypatch.setenv("WORKSHOP_RESULTS", str(path))
+    fake = FakeRuns(hold=1)
+    monkeypatch.setattr(parallel_runs, "run_one", fake)
+    short = [stage.split("-")[0] for stage in STAGES[:2]]
+    results = parallel_runs.run_all(short, ["crash"], backend="kube", progress=lambda line: None)
+    assert fake.started == [(STAGES[1], "crash")]
+    assert [(r.stage, r.sent) for r in results] == [(STAGES[0], 7), (STAGES[1], 0)]

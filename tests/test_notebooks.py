@@ -1,5 +1,7 @@
 """The notebooks are the workshop: each runs top to bottom on the local
-backend (QUICK), and its last cell asserts the lesson's key number."""
+backend (QUICK), and its last cell asserts the lesson's key number. Their
+scenario runs are the session's demo's (tests/conftest.py), read through
+WORKSHOP_RESULTS rather than run again: the demo runs each of them anyway."""
 
 import time
 
@@ -8,6 +10,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from conftest import DEMO_TIMEOUT_S
 from support import ROOT, STAGES
 
 NOTEBOOKS_DIR = ROOT / "notebooks"
@@ -30,9 +33,12 @@ def test_notebook_is_paired_with_its_py_twin_and_has_no_outputs(name):
             assert cell.outputs == [] and cell.execution_count is None
 
 
-@pytest.mark.timeout(CELL_TIMEOUT_S * 5)
+@pytest.mark.timeout(CELL_TIMEOUT_S * 5 + DEMO_TIMEOUT_S)  # the first may wait for the session's demo
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs_top_to_bottom_on_the_local_backend(name, record_property):
+def test_notebook_runs_top_to_bottom_on_the_local_backend(name, record_property, demo, monkeypatch):
+    """Its scenarios' results are the session's demo's (the same code, the
+    same backend, run a moment before): every cell runs, its own work too."""
+    monkeypatch.setenv("WORKSHOP_RESULTS", str(demo["results_json"]))
     notebook = jupytext.read(NOTEBOOKS_DIR / f"{name}.py")
     (parameters,) = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
     parameters.source += '\nBACKEND = "local"\nQUICK = True\n'  # what papermill would inject

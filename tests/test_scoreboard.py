@@ -1,20 +1,18 @@
 """`make demo`'s numbers tell the workshop's story. One full battery (every
-scenario on every stage, local backend) runs once; each test reads one lesson."""
+scenario on every stage, local backend: the session's `demo`, conftest.py)
+runs once; each test reads one lesson."""
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from support import ROOT, STAGES
+from conftest import DEMO_TIMEOUT_S
+from support import STAGES
 from workshop import exercises, tour
 from workshop.manifests import load_stage
-from workshop.scenarios import RATE, SCENARIOS, ScenarioResult
+from workshop.scenarios import RATE, SCENARIOS
 
-DEMO_TIMEOUT_S = 600
-# The first test runs the whole demo in its fixture: the limit covers it.
+# The first test may run the whole demo in its fixture: the limit covers it.
 pytestmark = pytest.mark.timeout(DEMO_TIMEOUT_S + 60)
 
 # The stages by what they can do, read from their folders as the tour reads them.
@@ -51,14 +49,8 @@ def assert_explained(result):
 
 
 @pytest.fixture(scope="module")
-def battery(tmp_path_factory):
-    out = tmp_path_factory.mktemp("report")
-    demo = subprocess.run([sys.executable, "-m", "workshop", "demo", "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=DEMO_TIMEOUT_S)
-    assert demo.returncode == 0, demo.stderr
-    results = [ScenarioResult(**r) for r in json.loads((out / "results.json").read_text())]
-    return {"out": out, "stdout": demo.stdout,
-            "results": {(r.stage, r.scenario): r for r in results}}
+def battery(demo):
+    return demo
 
 
 def result(battery, stage, scenario):
