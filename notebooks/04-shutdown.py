@@ -65,5 +65,8 @@ for scenario in ("rolling-restart", "rolling-restart-init"):
 assert by[("03-probes", "rolling-restart")].sigkills == 3 and by[("03-probes", "rolling-restart")].rollout_s >= 30
 assert by[("03-probes", "rolling-restart-init")].sigkills == 0
 if backend_name == "local":
+    # On a cluster preStop (3 s) + exec start + the drain (5 s) + the status sync leave no margin
+    # within the 10 s grace, and SIGKILL would be the sign of a miss: asserted above as 0 SIGKILL;
+    # and the init-process loss is a race there (notebook 01): none to a handful.
     assert max(by[("04-shutdown", "rolling-restart")].pod_exit_s) <= 10, "gone within the grace period"
     assert by[("03-probes", "rolling-restart-init")].lost_by_cause.get("going-away", 0) > 0

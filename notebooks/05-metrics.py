@@ -19,10 +19,9 @@
 # # 05 — Metrics: never run blind
 #
 # Chapter: [stages/05-metrics/README.md](../stages/05-metrics/README.md). Each replica
-# serves `/metrics`: a request counter, a latency histogram, a drain gauge, and counters
-# of bad peers. Here we put load on stage 05 and read what the replicas say about it.
-# On a cluster, the Prometheus from `k8s/` scrapes them for you:
-# `kubectl -n cloudnative-echo port-forward service/prometheus 9090:9090`, then query
+# serves `/metrics`: a request counter, a latency histogram and a drain gauge. Here we put load on stage 05 and read what the replicas say about it.
+# On a cluster the Prometheus from `k8s/` scrapes them; to ask it yourself,
+# `.venv/bin/kubectl -n cloudnative-echo port-forward service/prometheus 9090:9090`, then query
 # `sum(rate(echo_requests_total[1m]))` or
 # `histogram_quantile(0.99, sum by (le) (rate(echo_request_duration_seconds_bucket[1m])))`.
 
@@ -31,59 +30,50 @@ BACKEND = "auto"
 QUICK = False
 
 # %%
-from urllib.request import urlopen
+import time
 
 import matplotlib.pyplot as plt
-from prometheus_client.parser import text_string_to_metric_families
 
-from workshop import notebook_setup
+from workshop import notebook_setup, pod_metrics
 from workshop.backends import make_backend
-from workshop.load_generator import LoadGenerator
+from workshop.load_generator import LoadSpec
 
 backend_name = notebook_setup.choose_backend(BACKEND)
 print("backend:", backend_name)
 
-
-def scrape(url):
-    with urlopen(url, timeout=2) as response:
-        return {f.name: f for f in text_string_to_metric_families(response.read().decode())}
-
-
 # %% [markdown]
-# Locally we can reach every replica's `/metrics` directly (on a cluster, use the
-# Prometheus above: pod IPs are inside the cluster).
+# Stage 05 under load for a few seconds, and what each replica counted meanwhile.
+# Locally the driver reads every replica's `/metrics` itself. On a cluster pod IPs are
+# inside the cluster: the figures are what the in-cluster Prometheus scraped (every 5 s),
+# asked through the API server's proxy — `echo_requests_total` per `pod`, the same query
+# you would type at `http://localhost:9090` after the port-forward above.
 
 # %%
-if backend_name == "local":
-    with make_backend("local") as backend:
-        backend.deploy("05")
-        load = LoadGenerator(backend.feed, rate=500).run(1 if QUICK else 3)
-        metrics = {p.name: scrape(p.metrics_url) for p in backend.pods()}
-    counted = {pod: next(s.value for s in m["echo_requests"].samples if s.name == "echo_requests_total")
-               for pod, m in metrics.items()}
-    print(f"load generator: {load.answered} answered; replicas counted: {counted}")
-else:
-    print("cluster: see the Prometheus queries above")
+seconds = 1 if QUICK else 3
+with make_backend(backend_name) as backend:
+    backend.deploy("05")
+    before = pod_metrics.requests_per_pod(backend)
+    load = backend.start_load(LoadSpec(rate=150, max_s=seconds)).result().aware
+    counted = pod_metrics.increase(pod_metrics.requests_per_pod(backend, since=time.time()), before)
+    pod = max(counted, key=counted.get)
+    buckets = pod_metrics.latency_buckets(backend, pod)
+print(f"load generator: {load.answered} answered; replicas counted: {counted}")
 
 # %% [markdown]
 # The latency histogram of one replica: how many echoes fell under each bucket boundary.
 
 # %%
-if backend_name == "local":
-    pod = sorted(metrics)[0]
-    buckets = [(s.labels["le"], s.value) for s in metrics[pod]["echo_request_duration_seconds"].samples
-               if s.name.endswith("_bucket")]
-    fig, ax = plt.subplots(figsize=(8, 3))
-    ax.bar([le for le, _ in buckets], [count for _, count in buckets])
-    ax.set_xlabel("le: upper bound of the bucket (s)")
-    ax.set_ylabel("echoes (cumulative)")
-    ax.set_title(f"echo_request_duration_seconds on {pod}")
-    ax.tick_params(axis="x", rotation=45)
-    plt.show()
+fig, ax = plt.subplots(figsize=(8, 3))
+ax.bar([le for le, _ in buckets], [count for _, count in buckets])
+ax.set_xlabel("le: upper bound of the bucket (s)")
+ax.set_ylabel("echoes (cumulative)")
+ax.set_title(f"echo_request_duration_seconds on {pod}")
+ax.tick_params(axis="x", rotation=45)
+plt.show()
 
 # %%
-if backend_name == "local":
-    # every answered request was counted by the replica that answered it
-    # (plus the driver's readiness echoes)
-    assert sum(counted.values()) >= load.answered > 0
-    assert all(count > 0 for count in counted.values()), "the load reached every replica"
+# every answered request was counted by the replica that answered it (plus the
+# load's readiness echo and the probes' echoes: a handful)
+assert sum(counted.values()) >= load.answered > 0
+assert all(count > 0 for count in counted.values()) and len(counted) == 3, "the load reached every replica"
+assert buckets[-1][0] == "+Inf" and buckets[-1][1] >= counted[pod], "every echo falls under +Inf"

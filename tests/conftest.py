@@ -1,10 +1,13 @@
 import json
 import signal
+import socket
 import subprocess
 import sys
 
 import pytest
+import zmq
 
+from kube_cluster import POD_NETWORK
 from support import ROOT, EchoServer
 from workshop.scenarios import ScenarioResult
 
@@ -47,3 +50,34 @@ def demo(tmp_path_factory):
     results = [ScenarioResult(**r) for r in json.loads((out / "results.json").read_text())]
     return {"out": out, "stdout": run.stdout, "results_json": out / "results.json",
             "results": {(r.stage, r.scenario): r for r in results}}
+
+
+@pytest.fixture
+def pod_connections(monkeypatch):
+    """Every attempt of this process to connect to a pod IP, over TCP or
+    ZeroMQ; each attempt also fails, as it would from a minikube host."""
+    attempts = []
+    real_connect, real_connect_ex, real_zmq_connect = socket.socket.connect, socket.socket.connect_ex, zmq.Socket.connect
+
+    def refuse(target):
+        attempts.append(target)
+        raise OSError(f"the host connected to a pod address: {target}")
+
+    def connect(sock, address):
+        if isinstance(address, tuple) and str(address[0]).startswith(POD_NETWORK):
+            refuse(address)
+        return real_connect(sock, address)
+
+    def connect_ex(sock, address):
+        if isinstance(address, tuple) and str(address[0]).startswith(POD_NETWORK):
+            refuse(address)
+        return real_connect_ex(sock, address)
+
+    def zmq_connect(sock, endpoint):
+        if POD_NETWORK in endpoint:
+            refuse(endpoint)
+        return real_zmq_connect(sock, endpoint)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(zmq.Socket, "connect", zmq_connect)
+    return attempts

@@ -9,14 +9,12 @@ like a real one where it matters (tests/kube_cluster.py), and:
 """
 
 import asyncio
-import socket
 import time
 
 import pytest
-import zmq
 
 from fake_cluster import FakeCluster
-from kube_cluster import NS, POD_NETWORK, ApiServer, api_client
+from kube_cluster import NS, ApiServer, api_client
 from workshop.backends.kube import KubeBackend
 from workshop.manifests import render
 from workshop.scenarios import SCENARIOS, run_scenario
@@ -24,37 +22,6 @@ from workshop.stages import stage_dir
 
 REQUESTS_PER_SECOND_BOUND = 6
 pytestmark = pytest.mark.kmock(cls=ApiServer)
-
-
-@pytest.fixture
-def pod_connections(monkeypatch):
-    """Every attempt of this process to connect to a pod IP, over TCP or
-    ZeroMQ; each attempt also fails, as it would from a minikube host."""
-    attempts = []
-    real_connect, real_connect_ex, real_zmq_connect = socket.socket.connect, socket.socket.connect_ex, zmq.Socket.connect
-
-    def refuse(target):
-        attempts.append(target)
-        raise OSError(f"the host connected to a pod address: {target}")
-
-    def connect(sock, address):
-        if isinstance(address, tuple) and str(address[0]).startswith(POD_NETWORK):
-            refuse(address)
-        return real_connect(sock, address)
-
-    def connect_ex(sock, address):
-        if isinstance(address, tuple) and str(address[0]).startswith(POD_NETWORK):
-            refuse(address)
-        return real_connect_ex(sock, address)
-
-    def zmq_connect(sock, endpoint):
-        if POD_NETWORK in endpoint:
-            refuse(endpoint)
-        return real_zmq_connect(sock, endpoint)
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
-    monkeypatch.setattr(zmq.Socket, "connect", zmq_connect)
-    return attempts
 
 
 def our_requests(kmock):
