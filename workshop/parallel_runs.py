@@ -163,12 +163,8 @@ def run_all(stages, scenarios, backend="local", jobs=None, progress=print, backe
         left = left_s([pair for pair in pairs if pair not in results], backend, jobs)
         progress(f"[{len(results):>2}/{len(pairs)}] {time.monotonic() - started:5.1f} s  {scenario:<15} "
                  f"{stage:<12} lost {result.lost}/{result.sent}" + (f"  (about {left / 60:.0f} min left)" if left else ""))
-    try:
-        for wave, wave_jobs in ((longest_first(busy), jobs), (quiet, quiet_jobs)):
-            run_wave(children, wave, wave_jobs, finished, backend, options)
-    except BaseException:
-        children.stop_all()
-        raise
+    for wave, wave_jobs in ((longest_first(busy), jobs), (quiet, quiet_jobs)):
+        run_wave(children, wave, wave_jobs, finished, backend, options)
     return [results[pair] for pair in pairs]
 
 
@@ -183,13 +179,17 @@ def earlier_results(backend):
 
 def run_wave(children, pairs, jobs, finished, *run_arguments):
     """The runs of `pairs`, `jobs` at once, in that order; `finished(stage,
-    scenario, result)` as each ends."""
+    scenario, result)` as each ends. Interrupted (Ctrl-C, SIGTERM, a run
+    that failed), it stops the runs still going before it waits for them."""
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
         futures = {pool.submit(run_one, children, stage, scenario, *run_arguments): (stage, scenario)
                    for stage, scenario in pairs}
         for future in as_completed(futures):
             finished(*futures[future], future.result())
+    except BaseException:
+        children.stop_all()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
