@@ -23,7 +23,7 @@ import time
 import pytest
 
 from fake_cluster import FakeCluster
-from kube_cluster import NS, ApiServer, api_client
+from kube_cluster import NS, ApiServer, api_client, live
 from support import ROOT, wait_for
 from workshop.backends.cluster_job import GRACE_S, STOP_ANNOTATION, records, watch_for_stop
 from workshop.backends.json_api import KubeApi
@@ -105,10 +105,11 @@ async def test_stop_annotates_the_jobs_pod_and_the_load_ends_early(kmock):
         load.stop()
         stopped_at = time.monotonic()
         outcome = load.result(timeout_s=10)
-        return load, outcome, time.monotonic() - stopped_at, cluster
-    load, outcome, took_s, cluster = await with_cluster(kmock, work)
-    pod = kmock.objects["v1/pods", NS, load.job.pod]
-    assert pod["metadata"]["annotations"][STOP_ANNOTATION] == "true"
+        # read now: once the backend closes, its Jobs and their pods are deleted
+        annotations = live(kmock, "v1/pods")[load.job.pod]["metadata"]["annotations"]
+        return load, outcome, time.monotonic() - stopped_at, cluster, annotations
+    load, outcome, took_s, cluster, annotations = await with_cluster(kmock, work)
+    assert annotations[STOP_ANNOTATION] == "true"
     assert cluster.loads_ran_s[load.job.name] < 5 < LONG_LOAD.max_s
     assert took_s < 5 and outcome.aware is not None
 
