@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from chapter_commands import blocks, matches, program
+from conftest import DEMO_TIMEOUT_S
 from manifests import of_kind, render
 from support import ROOT, STAGES, STAGES_DIR, free_port, wait_for
 from workshop.__main__ import parse_args
@@ -116,12 +117,16 @@ def test_kubectl_commands_name_what_the_manifests_create(stage):
 # -- running what can run here --
 
 class Session:
-    """One document's commands, run as an attendee would, with free ports."""
+    """One document's commands, run as an attendee would, with free ports.
+    `results`: an earlier demo's results.json, which `python -m workshop run`
+    reads instead of running the scenario again (WORKSHOP_RESULTS)."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, results=None):
         self.ports = {"5555": str(free_port()), "8000": str(free_port())}
         self.env = {**os.environ, "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
                     "VIRTUAL_ENV": str(ROOT / ".venv")}
+        if results is not None:
+            self.env["WORKSHOP_RESULTS"] = str(results)
         self.tmp_path = tmp_path
         self.servers = []
 
@@ -171,12 +176,12 @@ class Session:
                 server.wait()
 
 
-def run_document(name, workdir):
+def run_document(name, workdir, results=None):
     """Run what a document says runs here; the AssertionError it met, or None."""
     runnable = [block for block in blocks(DOCUMENTS[name].read_text()) if block.how]
     if name != "README" and not runnable:
         return AssertionError("a chapter has something to try without a cluster")
-    session = Session(workdir)
+    session = Session(workdir, results)
     try:
         for block in runnable:
             if block.how.endswith("as root") and MemoryCgroup.why_not() is not None and os.environ.get("CI") != "true":
@@ -193,16 +198,23 @@ def run_document(name, workdir):
     return None
 
 
+# The chapter whose scenario runs are run for real, `run` end to end; the
+# others' read the session's demo (the same code, a moment before).
+RUNS_ITS_SCENARIOS = "01-plain"
+
+
 @pytest.fixture(scope="module")
-def documents_run(tmp_path_factory):
+def documents_run(tmp_path_factory, demo):
     """Every document's commands, the documents at once (each a session of its
     own, its own ports): most of the time is a scenario's waiting."""
     with ThreadPoolExecutor(max_workers=len(DOCUMENTS)) as pool:
-        runs = {name: pool.submit(run_document, name, tmp_path_factory.mktemp(name)) for name in DOCUMENTS}
+        runs = {name: pool.submit(run_document, name, tmp_path_factory.mktemp(name),
+                                  None if name == RUNS_ITS_SCENARIOS else demo["results_json"])
+                for name in DOCUMENTS}
         return {name: run.result() for name, run in runs.items()}
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(600 + DEMO_TIMEOUT_S)  # the first may wait for the session's demo
 @pytest.mark.parametrize("name", DOCUMENTS)
 def test_what_runs_here_shows_what_the_document_says(name, documents_run):
     if documents_run[name] is not None:

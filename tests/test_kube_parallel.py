@@ -5,6 +5,9 @@ is: the pods of that many runs fit what a default minikube leaves."""
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -138,3 +141,15 @@ def test_runs_held_in_workshop_results_are_read_not_run_again(monkeypatch, tmp_p
     results = parallel_runs.run_all(short, ["crash"], backend="kube", progress=lambda line: None)
     assert fake.started == [(STAGES[1], "crash")]
     assert [(r.stage, r.sent) for r in results] == [(STAGES[0], 7), (STAGES[1], 0)]
+
+
+def test_workshop_run_reads_a_run_held_in_workshop_results(tmp_path):
+    """`python -m workshop run` too (the tests' chapters read the session's demo)."""
+    held = ScenarioResult(stage=STAGES[0], scenario="crash", backend="local", sent=12345, restarts=7)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps([dataclasses.asdict(held)]))
+    run = subprocess.run([sys.executable, "-m", "workshop", "run", "--stage", STAGES[0].split("-")[0],
+                          "--scenario", "crash"], cwd=ROOT, env={**os.environ, "WORKSHOP_RESULTS": str(path)},
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "7 restart" in run.stdout, run.stdout  # not run: read

@@ -106,9 +106,12 @@ def demo(args):
 
 def run(args):
     from .backends import make_backend
+    from .parallel_runs import earlier_results
     from .scenarios import run_scenario
-    with make_backend(args.backend, **backend_options(args, [resolve(args.stage)])) as backend:
-        result = run_scenario(backend, args.stage, args.scenario)
+    result = earlier_results(args.backend).get((resolve(args.stage), args.scenario))  # WORKSHOP_RESULTS
+    if result is None:
+        with make_backend(args.backend, **backend_options(args, [resolve(args.stage)])) as backend:
+            result = run_scenario(backend, args.stage, args.scenario)
     print(report.scoreboard([result]))
 
 
