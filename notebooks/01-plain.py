@@ -107,5 +107,5 @@ if backend_name == "local":
     # cluster SIGTERM and the EndpointSlice update race (none to a handful lost): not asserted there.
     assert under_init.lost_by_cause.get("going-away", 0) > 0, "sent to a pod already dead"
 through_service, aware = shares["through the Service"], shares["endpoint-aware"]
-assert max(through_service.values()) >= 0.95 * sum(through_service.values()), "one connection, one pod"
+assert max(through_service.values()) >= 0.9 * sum(through_service.values()), "one connection, one pod"
 assert len(aware) == 3 and min(aware.values()) >= 0.2 * sum(aware.values()), "every pod a third"

@@ -19,7 +19,8 @@
 # # 05 — Metrics: never run blind
 #
 # Chapter: [stages/05-metrics/README.md](../stages/05-metrics/README.md). Each replica
-# serves `/metrics`: a request counter, a latency histogram and a drain gauge. Here we put load on stage 05 and read what the replicas say about it.
+# serves `/metrics`: a request counter, a latency histogram and a drain gauge. Here we
+# put load on stage 05 and read what the replicas say about it.
 # On a cluster the Prometheus from `k8s/` scrapes them; to ask it yourself,
 # `.venv/bin/kubectl -n cloudnative-echo port-forward service/prometheus 9090:9090`, then query
 # `sum(rate(echo_requests_total[1m]))` or
@@ -30,8 +31,6 @@ BACKEND = "auto"
 QUICK = False
 
 # %%
-import time
-
 import matplotlib.pyplot as plt
 
 from workshop import notebook_setup, pod_metrics
@@ -54,7 +53,7 @@ with make_backend(backend_name) as backend:
     backend.deploy("05")
     before = pod_metrics.requests_per_pod(backend)
     load = backend.start_load(LoadSpec(rate=150, max_s=seconds)).result().aware
-    counted = pod_metrics.increase(pod_metrics.requests_per_pod(backend, since=time.time()), before)
+    counted = pod_metrics.increase(pod_metrics.requests_per_pod(backend), before)
     pod = max(counted, key=counted.get)
     buckets = pod_metrics.latency_buckets(backend, pod)
 print(f"load generator: {load.answered} answered; replicas counted: {counted}")
@@ -73,7 +72,7 @@ plt.show()
 
 # %%
 # every answered request was counted by the replica that answered it (plus the
-# load's readiness echo and the probes' echoes: a handful)
+# load's readiness echo and the probes' echoes: a handful), each replica about a third
 assert sum(counted.values()) >= load.answered > 0
-assert all(count > 0 for count in counted.values()) and len(counted) == 3, "the load reached every replica"
+assert len(counted) == 3 and min(counted.values()) >= load.answered / 5, "the load reached every replica"
 assert buckets[-1][0] == "+Inf" and buckets[-1][1] >= counted[pod], "every echo falls under +Inf"

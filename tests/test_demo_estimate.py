@@ -56,7 +56,8 @@ def test_a_longer_grace_period_or_a_slower_probe_lengthens_the_estimate():
 
 
 def test_the_demo_says_its_estimate_first_and_how_much_is_left_as_it_goes(monkeypatch, capsys):
-    def run_all(stages, scenarios, backend, jobs, progress, backend_options):
+    def run_all(stages, scenarios, backend, jobs, progress, backend_options, reuse_earlier=True):
+        assert not reuse_earlier, "a demo measures: it never replays earlier results"
         progress("[ 1/2] ...")
         return []
     monkeypatch.setattr(parallel_runs, "run_all", run_all)

@@ -36,8 +36,18 @@ class CountingCluster(FakeCluster):
     def __init__(self, kmock):
         super().__init__(kmock)
         self.counted = Counter()  # pod -> echo_requests_total
+        self.history = []         # (when, on our clock, a copy of `counted`) after each change
 
     def load_outcome(self, namespace, elapsed, naive):
+        outcome = self.count_load(namespace, naive)
+        self.history.append((time.time(), Counter(self.counted)))
+        return outcome
+
+    def counted_at(self, t):
+        """What the pods had counted at `t` (our clock)."""
+        return next((counts for when, counts in reversed(self.history) if when <= t), Counter())
+
+    def count_load(self, namespace, naive):
         pods = sorted((name, pod["status"]["podIP"]) for name, pod in self.pods(namespace).items() if ready(pod))
         per_endpoint = {f"tcp://{ip}:5555": AWARE_PER_POD for _, ip in pods}
         self.counted.update({name: AWARE_PER_POD for name, _ in pods})
@@ -52,27 +62,44 @@ class CountingCluster(FakeCluster):
 
 class FakePrometheus:
     """The in-cluster Prometheus's instant queries, as the API server's
-    proxy passes them on: it has just scraped every live echo pod."""
+    proxy passes them on. It scrapes every `scrape_s` on the node's clock
+    (kmock's `node_clock_s` off ours): what it answers is what the pods had
+    counted at its last scrape, stamped with that scrape's time."""
 
-    def __init__(self, cluster):
-        self.cluster, self.queries = cluster, []
+    def __init__(self, cluster, scrape_s=2.0):
+        self.cluster, self.scrape_s, self.queries = cluster, scrape_s, []
+        self.scraped_at, self.scraped = None, {}
+
+    def node_now(self):
+        return time.time() + self.cluster.kmock.node_clock_s
+
+    def scrape(self):
+        """The last scrape: at a multiple of scrape_s on the node's clock, of
+        what the pods had counted then."""
+        last = self.node_now() // self.scrape_s * self.scrape_s
+        if self.scraped_at != last:
+            self.scraped_at = last
+            counts = self.cluster.counted_at(last - self.cluster.kmock.node_clock_s)
+            self.scraped = {pod: counts[pod] for pod in self.cluster.pods(NS)}
 
     def __call__(self, request):
         query = request.params["query"]
         self.queries.append(query)
-        now = time.time()
-        pods = sorted(self.cluster.pods(NS))
+        self.scrape()
+        if query == "time()":
+            now = self.node_now()
+            return {"status": "success", "data": {"resultType": "scalar", "result": [now, f"{now:.3f}"]}}
         if query == "echo_requests_total":
-            found = [({"__name__": query, "pod": pod, "namespace": NS}, self.cluster.counted[pod]) for pod in pods]
+            found = [({"__name__": query, "pod": pod, "namespace": NS}, count) for pod, count in self.scraped.items()]
         elif query == "timestamp(echo_requests_total)":
-            found = [({"pod": pod, "namespace": NS}, now) for pod in pods]
+            found = [({"pod": pod, "namespace": NS}, self.scraped_at) for pod in self.scraped]
         elif match := re.fullmatch(r'echo_request_duration_seconds_bucket\{pod="([^"]+)"\}', query):
             found = [({"__name__": "echo_request_duration_seconds_bucket", "pod": match[1], "le": le},
-                      self.cluster.counted[match[1]]) for le in reversed(BUCKETS)]
+                      self.scraped.get(match[1], 0)) for le in reversed(BUCKETS)]
         else:
             return {"status": "error", "errorType": "bad_data", "error": f"the fake knows no {query!r}"}
         return {"status": "success", "data": {"resultType": "vector", "result": [
-            {"metric": labels, "value": [now, str(value)]} for labels, value in found]}}
+            {"metric": labels, "value": [self.scraped_at, str(value)]} for labels, value in found]}}
 
 
 def notebook_cells(name, until=None):
@@ -124,7 +151,12 @@ async def run_notebook(cluster, name, until=None):
     return names
 
 
-async def test_notebook_05_reads_each_replicas_counts_from_the_clusters_prometheus(cluster, pod_connections):
+@pytest.mark.parametrize("node_clock_s", [0, 10, -10], ids=["node-on-time", "node-10s-ahead", "node-10s-behind"])
+async def test_notebook_05_reads_each_replicas_counts_from_the_clusters_prometheus(cluster, pod_connections,
+                                                                                  kmock, node_clock_s):
+    """Whatever the node's clock: the counts are read from a scrape after the
+    load ended, on Prometheus' clock, not the host's."""
+    kmock.node_clock_s = node_clock_s
     names = await run_notebook(cluster, "05-metrics")  # its last cell asserts the lesson
     pods = sorted(cluster.pods(NS))
     assert len(pods) == 3 and names["counted"] == {pod: AWARE_PER_POD for pod in pods}
@@ -137,10 +169,11 @@ async def test_notebook_05_reads_each_replicas_counts_from_the_clusters_promethe
 async def test_notebook_05_fails_when_a_replica_counted_nothing(cluster, pod_connections):
     """Its assert reads the figures: a replica that Prometheus says answered
     nothing fails the notebook."""
-    def two_of_three(namespace, elapsed, naive):
-        cluster.counted.update(sorted(cluster.pods(namespace))[:2])
-        return LoadOutcome(LoadResult(sent=2, answered=2))
-    cluster.load_outcome = two_of_three
+    def two_of_three(namespace, naive):
+        cluster.counted.update({pod: 10 for pod in sorted(cluster.pods(namespace))[:2]})
+        cluster.counted.update(sorted(cluster.pods(namespace))[2:])  # its readiness echo: one
+        return LoadOutcome(LoadResult(sent=20, answered=20))
+    cluster.count_load = two_of_three
     with pytest.raises(AssertionError, match="the load reached every replica"):
         await run_notebook(cluster, "05-metrics")
 

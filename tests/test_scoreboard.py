@@ -10,6 +10,7 @@ from conftest import DEMO_TIMEOUT_S
 from support import STAGES
 from workshop import exercises, tour
 from workshop.manifests import load_stage
+from workshop.resilience import Resilience
 from workshop.scenarios import RATE, SCENARIOS
 
 # The first test may run the whole demo in its fixture: the limit covers it.
@@ -229,3 +230,40 @@ def test_an_exercise_is_not_done_on_the_stage_as_shipped(battery, stage):
     if r.no_figure and os.environ.get("CI") != "true":
         pytest.skip(f"no figure here: {r.no_figure}")
     assert not check.done(r), check.seen(r)
+
+
+# -- the client's half: the same faults, met by a client that keeps deadlines --
+
+def assert_within_budget(r):
+    policy = Resilience()
+    seconds = r.duration_s + 1
+    assert r.retries <= policy.budget_ratio * r.sent + policy.budget_min * seconds, (r.retries, r.sent)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_hung_replica_costs_the_resilient_client_nothing_on_every_stage(battery, stage):
+    """Whatever the stage's probes: the plain client loses what it sends the
+    hung replica; the resilient one retries those elsewhere and ejects it."""
+    plain, resilient = result(battery, stage, "hang"), result(battery, stage, "hang-resilient")
+    assert lost(plain, "hung") > 0
+    assert lost(resilient, "hung") == 0 and set(resilient.lost_by_cause) <= {"unexplained"}, resilient.lost_by_cause
+    assert_explained(resilient)
+    assert resilient.retries > 0 and resilient.ejections >= 1
+    assert_within_budget(resilient)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_crash_costs_the_resilient_client_nothing(battery, stage):
+    r = result(battery, stage, "crash-resilient")
+    assert r.restarts == 1 and not set(r.lost_by_cause) - {"unexplained"}, r.lost_by_cause
+    assert_explained(r)
+    assert_within_budget(r)
+
+
+@pytest.mark.parametrize("stage", NO_READINESS)
+def test_a_replacement_listed_before_it_listens_costs_the_resilient_client_a_retry_not_a_loss(battery, stage):
+    plain, resilient = result(battery, stage, "pod-kill"), result(battery, stage, "pod-kill-resilient")
+    assert lost(plain, "not-listening") > 0, plain.lost_by_cause
+    assert lost(resilient, "not-listening") == 0 and resilient.retries > 0, resilient.lost_by_cause
+    assert_explained(resilient)
+    assert_within_budget(resilient)

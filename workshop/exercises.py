@@ -40,7 +40,8 @@ class ByScenario:
 
     def __call__(self, stage, backend):
         from .parallel_runs import run_all
-        (result,) = run_all([stage], [self.scenario], backend=backend, progress=lambda line: None)
+        (result,) = run_all([stage], [self.scenario], backend=backend, progress=lambda line: None,
+                            reuse_earlier=False)  # the attendee's changed stage, run
         if result.no_figure:
             return None, result.no_figure
         return self.done(result), self.seen(result)

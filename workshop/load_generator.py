@@ -27,6 +27,7 @@ import zmq
 
 from .client import echo_once, send_fault
 from .hostile import HostileClient
+from .resilience import Outliers, Resilience, RetryBudget
 
 
 @dataclass
@@ -34,6 +35,9 @@ class Request:
     id: int
     sent: float
     endpoint: str | None
+    attempt_sent: float = 0.0   # when its latest attempt went out (resilient mode)
+    timed_out: bool = False     # its latest attempt passed its deadline
+    idempotent: bool = True     # an echo: safe to send again (a fault request is not, and is never sent here)
 
 
 @dataclass
@@ -45,18 +49,22 @@ class LoadResult:
     lost: int = 0
     samples: list = field(default_factory=list)       # (sent at, latency s or None if lost, endpoint)
     per_endpoint: dict = field(default_factory=dict)  # endpoint -> requests sent to it
+    retries: int = 0                                  # attempts beyond each request's first (resilient mode)
+    ejections: int = 0                                # endpoints taken out after time-outs in a row
 
 
 class LoadGenerator:
-    def __init__(self, feed=None, rate=1000.0, timeout_s=1.0, naive_address=None):
+    def __init__(self, feed=None, rate=1000.0, timeout_s=1.0, naive_address=None, resilience=None):
         """rate: requests per second; either an endpoint feed to follow or
-        the one address a naive client connects to."""
+        the one address a naive client connects to. `resilience`: a
+        resilience.Resilience, for deadlines, retries and ejection."""
         if (feed is None) == (naive_address is None):
             raise ValueError("give either an endpoint feed or a naive address")
         self.feed = feed
         self.rate = rate
         self.timeout_s = timeout_s
         self.naive_address = naive_address
+        self.resilience = resilience
 
     def run(self, duration_s, during=None, start=None):
         """Send for at most `duration_s`, then wait up to `timeout_s` for the
@@ -84,6 +92,10 @@ class _Run:
         self.version = None
         self.result = LoadResult()
         self.start = start or time.monotonic()
+        self.endpoint_of = {}      # DEALER -> endpoint
+        policy = generator.resilience
+        self.outliers = Outliers(policy) if policy else None
+        self.budget = RetryBudget(policy) if policy else None
 
     def now(self):
         return time.monotonic() - self.start
@@ -95,6 +107,7 @@ class _Run:
         sock.linger = 0
         sock.connect(endpoint)
         self.sockets[endpoint] = sock
+        self.endpoint_of[sock] = endpoint
         self.owed.setdefault(endpoint, 0)
         self.poller.register(sock, zmq.POLLIN)
 
@@ -118,29 +131,51 @@ class _Run:
     def close_idle(self):
         for endpoint in [e for e, s in self.sockets.items() if e not in self.active and not self.owed[e]]:
             self.poller.unregister(self.sockets[endpoint])
-            self.sockets.pop(endpoint).close()
+            sock = self.sockets.pop(endpoint)
+            del self.endpoint_of[sock]
+            sock.close()
 
     # -- requests --
 
     def send(self):
         request = Request(next(self.ids), self.now(), None)
         self.result.sent += 1
-        if not self.active:
-            return self.give_up(request)
-        request.endpoint = self.active[next(self.turn) % len(self.active)]
+        if self.budget:
+            self.budget.sent(request.sent)
+        endpoint = self.pick()
+        if endpoint is None or not self.attempt(request, endpoint):
+            self.give_up(request)
+
+    def pick(self, besides=None):
+        """The next endpoint, round-robin, among those that may get a request;
+        if every one is ejected, among all (Envoy's panic mode: when all are
+        slow, sending to a slow one beats sending to none)."""
+        now = self.now()
+        others = [e for e in self.active if e != besides]
+        usable = [e for e in others if self.outliers is None or self.outliers.usable(e, now)] or others
+        return usable[next(self.turn) % len(usable)] if usable else None
+
+    def attempt(self, request, endpoint):
+        """Send `request` to `endpoint`; False if its queue is full (it is not keeping up)."""
         try:
-            self.sockets[request.endpoint].send(request.id.to_bytes(8, "big"), zmq.NOBLOCK)
-        except zmq.Again:  # the endpoint's queue is full: it is not keeping up
-            return self.give_up(request)
-        self.outstanding[request.id] = request
-        self.owed[request.endpoint] += 1
-        self.result.per_endpoint[request.endpoint] = self.result.per_endpoint.get(request.endpoint, 0) + 1
+            self.sockets[endpoint].send(request.id.to_bytes(8, "big"), zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        request.endpoint, request.attempt_sent, request.timed_out = endpoint, self.now(), False
+        self.outstanding.pop(request.id, None)
+        self.outstanding[request.id] = request  # last: the outstanding stay in the order of their attempts
+        self.owed[endpoint] += 1
+        self.result.per_endpoint[endpoint] = self.result.per_endpoint.get(endpoint, 0) + 1
+        if self.outliers:
+            self.outliers.sending(endpoint)
+        return True
 
     def give_up(self, request):
         self.result.lost += 1
         self.result.samples.append((request.sent, None, request.endpoint))
 
     def receive(self, sock):
+        endpoint = self.endpoint_of[sock]
         while True:
             try:
                 reply = sock.recv(zmq.NOBLOCK)
@@ -148,12 +183,16 @@ class _Run:
                 return
             request = self.outstanding.pop(int.from_bytes(reply[:8], "big"), None)
             if request is None:
-                continue  # a late reply to a request already counted lost
-            self.owed[request.endpoint] -= 1
+                continue  # a late reply to a request already counted lost (or answered by a retry)
+            self.owed[request.endpoint] -= 1  # its latest attempt's, whichever attempt answered
             self.result.answered += 1
-            self.result.samples.append((request.sent, self.now() - request.sent, request.endpoint))
+            self.result.samples.append((request.sent, self.now() - request.sent, endpoint))
+            if self.outliers:
+                self.outliers.answered(endpoint)
 
     def expire(self):
+        if self.outliers:
+            return self.expire_attempts()
         deadline = self.now() - self.generator.timeout_s
         while self.outstanding:
             request = next(iter(self.outstanding.values()))
@@ -162,6 +201,35 @@ class _Run:
             del self.outstanding[request.id]
             self.owed[request.endpoint] -= 1
             self.give_up(request)
+
+    def expire_attempts(self):
+        """Resilient mode: an attempt past its deadline counts against its
+        endpoint and is retried elsewhere if the budget allows (else it waits
+        on for its reply); a request unanswered for timeout_s is lost."""
+        now = self.now()
+        for request in list(self.outstanding.values()):
+            if request.sent <= now - self.generator.timeout_s:
+                del self.outstanding[request.id]
+                self.owed[request.endpoint] -= 1
+                if not request.timed_out:
+                    self.outliers.timed_out(request.endpoint, now)
+                self.give_up(request)
+            elif not request.timed_out and request.attempt_sent <= now - self.generator.resilience.deadline_s:
+                request.timed_out = True
+                self.outliers.timed_out(request.endpoint, now)
+                self.retry(request, now)
+
+    def retry(self, request, now):
+        if not request.idempotent or not self.budget.allows(now):
+            return
+        elsewhere = self.pick(besides=request.endpoint)
+        if elsewhere is None:
+            return
+        earlier = request.endpoint
+        if self.attempt(request, elsewhere):
+            self.owed[earlier] -= 1  # its reply, if it comes, answers the request all the same
+            self.result.retries += 1
+            self.budget.retried(now)
 
     # -- the loop --
 
@@ -191,6 +259,8 @@ class _Run:
             self.expire()
             self.close_idle()
         self.result.samples.sort(key=lambda s: s[0])
+        if self.outliers:
+            self.result.ejections = self.outliers.ejected
         return self.result
 
     def close(self):
@@ -210,6 +280,7 @@ class LoadSpec:
     attack: str | None = None        # ...or a hostile client on it (hostile.ATTACKS), from...
     fault_at_s: float = 1.0          # ...this long after the load started
     naive_rate: float = 0            # a naive client through the Service too, at this rate
+    resilient: bool = False          # the endpoint-aware client keeps deadlines, retries, ejects
 
 
 @dataclass
@@ -270,7 +341,8 @@ def run_load(feed, spec, service_address=None, on_started=None, on_fault=None, s
                 on_fault(outcome.fault)
         return stop.is_set()
     try:
-        outcome.aware = LoadGenerator(feed, rate=spec.rate, timeout_s=spec.timeout_s).run(
+        resilience = Resilience() if spec.resilient else None
+        outcome.aware = LoadGenerator(feed, rate=spec.rate, timeout_s=spec.timeout_s, resilience=resilience).run(
             spec.max_s, during=during, start=start)
     finally:
         stop.set()  # the naive client and the hostile one stop with the aware one

@@ -4,7 +4,6 @@ Prometheus, through the API server's proxy (pod IPs are reachable only from
 inside the cluster; backends/prometheus_proxy.py). The notebooks' figures are
 the replicas' own on both backends."""
 
-import time
 from urllib.request import urlopen
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -26,12 +25,13 @@ def scrape(url):
         return samples
 
 
-def requests_per_pod(backend, since=None):
-    """{pod: echo_requests_total}. On a cluster, as Prometheus scraped it
-    after `since` (Unix time, default now): a count read right after a load
-    would miss its last seconds."""
+def requests_per_pod(backend):
+    """{pod: echo_requests_total} as of now. On a cluster, as Prometheus
+    scrapes it next (every ready pod included): a count read right after a
+    load would miss its last seconds."""
     if backend.name == "kube":
-        return prometheus_proxy.after_next_scrape(backend.api, time.time() if since is None else since)
+        ready = [pod.name for pod in backend.pods() if pod.ready and not pod.terminating]
+        return prometheus_proxy.after_next_scrape(backend.api, pods=ready)
     return {pod.name: sum(value for _, value in scrape(pod.metrics_url)[REQUESTS])
             for pod in backend.pods() if pod.metrics_url}
 
@@ -49,8 +49,10 @@ def latency_buckets(backend, pod):
 
 
 def increase(after, before):
-    """What each pod counted in between (a pod new since `before` counted from 0)."""
-    return {pod: after[pod] - before.get(pod, 0) for pod in after}
+    """What each pod counted in between: a pod new since `before` counted
+    from 0, and so did one whose counter went down (its container restarted)."""
+    return {pod: count - before.get(pod, 0) if count >= before.get(pod, 0) else count
+            for pod, count in after.items()}
 
 
 def balancing_shares(backend, rate, seconds):
@@ -65,9 +67,8 @@ def balancing_shares(backend, rate, seconds):
     pod_at = {pod.address: pod.name for pod in backend.pods()}
     before = requests_per_pod(backend)
     outcome = backend.start_load(LoadSpec(rate=rate, naive_rate=rate, max_s=seconds)).result()
-    ended = time.time()
     aware = {pod_at.get(endpoint, endpoint): sent for endpoint, sent in outcome.aware.per_endpoint.items()}
-    counted = increase(requests_per_pod(backend, since=ended), before)
+    counted = increase(requests_per_pod(backend), before)
     through_service = {pod: count - aware.get(pod, 0) for pod, count in counted.items()}
     return {"through the Service": {pod: n for pod, n in through_service.items() if n > 0},
             "endpoint-aware": aware}

@@ -31,6 +31,13 @@ LESSONS = {
                   "to a socket nobody listens on yet and wait; with one nothing is sent before it is ready.",
     "scale-down": "Two of three replicas removed under load: again a stage without a SIGTERM handler waits "
                   "for SIGKILL, one with a handler drains.",
+    "hang-resilient": "The hang, met by a client that keeps deadlines: an attempt unanswered in 0.1 s is "
+                      "retried on another replica (the echo is idempotent), within a budget of a tenth of the "
+                      "requests; a replica with three time-outs in a row is ejected and probed after a back-off. "
+                      "No probe needed: nothing lost on any stage.",
+    "crash-resilient": "The crash, met by the resilient client: what was in flight to the dead replica is retried.",
+    "pod-kill-resilient": "The pod deletion, met by the resilient client: a replacement listed before it listens "
+                          "costs a retry, not a loss.",
     "hostile-client": "One client sends megabyte frames to one replica and never reads. Without limits the "
                       "replica queues the echoes until the kernel OOM-kills it at its Deployment's memory limit, "
                       "once or twice while we watch, with the requests in flight; with limits it drops that "
@@ -53,6 +60,8 @@ def cell(result):
     r = result
     if r.no_figure:
         return f"no figure: {r.no_figure}"
+    if r.retries is not None:
+        return f"{lost(r)}, {r.retries} retries (+{r.retries / max(1, r.sent):.1%} load), {r.ejections} ejections"
     if r.scenario == "hostile-client":
         held = f"OOM-killed {r.oom_kills}x" if r.oom_kills else "held"
         return f"{held}, {lost(r)}"

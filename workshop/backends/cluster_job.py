@@ -164,6 +164,8 @@ def load_arguments(namespace, service, spec, service_address):
         arguments += ["--attack", spec.attack, "--fault-at", str(spec.fault_at_s)]
     if spec.naive_rate:
         arguments += ["--naive-rate", str(spec.naive_rate), "--service-address", service_address]
+    if spec.resilient:
+        arguments += ["--resilient"]
     return arguments
 
 
@@ -387,6 +389,8 @@ def parse_args(argv):
     load.add_argument("--fault-at", type=float, default=1.0, help="seconds after the load started")
     load.add_argument("--naive-rate", type=float, default=0, help="a naive client through the Service too")
     load.add_argument("--service-address", help="the Service as a ZeroMQ endpoint, e.g. tcp://echo:5555")
+    load.add_argument("--resilient", action="store_true",
+                      help="the endpoint-aware client with deadlines, retries and ejection (workshop/resilience.py)")
     return parser.parse_args(argv)
 
 
@@ -407,7 +411,8 @@ def main(argv=None):
     if os.environ.get(POD_NAME_ENV):  # in the cluster: the host may ask us to stop
         watch_for_stop(api, args.namespace, os.environ[POD_NAME_ENV], stop)
     spec = LoadSpec(rate=args.rate, timeout_s=args.timeout, max_s=args.seconds, fault=args.fault,
-                    attack=args.attack, fault_at_s=args.fault_at, naive_rate=args.naive_rate)
+                    attack=args.attack, fault_at_s=args.fault_at, naive_rate=args.naive_rate,
+                    resilient=args.resilient)
 
     def started():
         load_started.set()

@@ -64,6 +64,13 @@ def query(api, query, at=None, namespace=NAMESPACE):
     return {tuple(sorted(series["metric"].items())): float(series["value"][1]) for series in data["result"]}
 
 
+def now(api, namespace=NAMESPACE):
+    """Prometheus' own clock, the one its scrape times are on: the node's,
+    which on a VM driver may be seconds off the host's."""
+    data = _ask(api, "api/v1/query", namespace, query="time()")
+    return float(data["result"][0])  # a scalar: [time, "value"], the value being the time itself
+
+
 def requests_per_pod(api, namespace=NAMESPACE):
     """Each echo pod's `echo_requests_total` (stage 05 and later), as
     Prometheus last scraped it: {pod name: count}."""
@@ -71,14 +78,20 @@ def requests_per_pod(api, namespace=NAMESPACE):
     return {dict(labels).get("pod"): value for labels, value in found.items()}
 
 
-def after_next_scrape(api, since, namespace=NAMESPACE, timeout_s=4 * SCRAPE_S):
-    """requests_per_pod() once Prometheus has scraped after `since` (Unix
-    time): a count read right after a load would miss its last seconds."""
+def after_next_scrape(api, pods=(), namespace=NAMESPACE, timeout_s=4 * SCRAPE_S):
+    """requests_per_pod() once Prometheus has scraped every echo pod it
+    knows, and each of `pods` (names: a new one it may not know yet), after
+    this moment: a count read right after a load would miss its last seconds.
+    The moment is taken on Prometheus' clock (now()), not the host's."""
+    since = now(api, namespace)
     deadline = time.monotonic() + timeout_s
     while True:
-        scraped = query(api, "timestamp(echo_requests_total)", namespace=namespace)
-        if scraped and min(scraped.values()) > since:
+        scraped = {dict(labels).get("pod"): t for labels, t in
+                   query(api, "timestamp(echo_requests_total)", namespace=namespace).items()}
+        if scraped and min(scraped.values()) > since and all(scraped.get(pod, since) > since for pod in pods):
             return requests_per_pod(api, namespace)
         if time.monotonic() > deadline:
-            raise PrometheusUnreachable(f"Prometheus did not scrape the echo pods within {timeout_s} s")
+            missing = sorted(pod for pod in pods if pod not in scraped)
+            raise PrometheusUnreachable(f"Prometheus did not scrape the echo pods within {timeout_s} s"
+                                        + (f" (never: {', '.join(missing)})" if missing else ""))
         time.sleep(1)  # its next scrape is at most SCRAPE_S away
