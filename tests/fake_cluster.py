@@ -247,20 +247,24 @@ class FakeCluster:
         stopped = annotations.get(STOP_ANNOTATION) == "true"
         if stopped or elapsed >= min(float(option["--seconds"]), self.job_s or math.inf):
             self.loads_ran_s[name] = elapsed
-            outcome = self.load_outcome(namespace, elapsed, naive="--naive-rate" in option)
+            outcome = self.load_outcome(namespace, elapsed, naive="--naive-rate" in option,
+                                        resilient="--resilient-rate" in option)
             self.logs[log] += "\n".join(outcome_lines(outcome)) + "\n"
             await self.kmock.patch(f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}",
                                    json={"status": {"succeeded": 1}})
 
-    def load_outcome(self, namespace, elapsed, naive):
+    def load_outcome(self, namespace, elapsed, naive, resilient=False):
         """What the load generator's pod writes at the end: two requests to
-        one address, and one through the Service if it ran a naive client."""
+        one address, one through the Service if it ran a naive client, and
+        three with one retry if it ran a resilient one."""
         address = f"tcp://{POD_NETWORK}10:5555"
         aware = LoadResult(sent=2, answered=2, samples=[(0.1, 0.0004, address), (elapsed - 0.1, 0.0005, address)],
                            per_endpoint={address: 2})
         through = LoadResult(sent=1, answered=1, samples=[(0.2, 0.0004, "tcp://echo:5555")],
                              per_endpoint={"tcp://echo:5555": 1}) if naive else None
-        return LoadOutcome(aware, through)
+        kept = LoadResult(sent=3, answered=3, samples=[(0.3, 0.0004, address)] * 3, per_endpoint={address: 4},
+                          retries=1, ejections=1) if resilient else None
+        return LoadOutcome(aware, through, kept)
 
 
 def ready(pod):

@@ -25,6 +25,7 @@ import pytest
 from fake_cluster import FakeCluster
 from kube_cluster import NS, ApiServer, api_client, live
 from support import ROOT, wait_for
+from workshop.backends import cluster_job
 from workshop.backends.cluster_job import GRACE_S, STOP_ANNOTATION, records, watch_for_stop
 from workshop.backends.json_api import KubeApi
 from workshop.backends.kube import KubeBackend
@@ -239,3 +240,11 @@ async def test_the_previous_runs_pods_go_without_their_grace_period(kmock):
     old, took_s = await with_cluster(kmock, work, grace_s=5)
     assert old and old <= kmock.deleted_without_grace
     assert took_s < 5  # not one grace period
+
+
+def test_a_resilient_scenarios_job_runs_the_resilient_client():
+    """The client's half on a cluster: the Job's load generator keeps the
+    deadlines (--resilient), the plain scenarios' does not."""
+    resilient = cluster_job.load_arguments(NS, "echo", LoadSpec(resilient_rate=150), "tcp://echo:5555")
+    plain = cluster_job.load_arguments(NS, "echo", LoadSpec(), "tcp://echo:5555")
+    assert cluster_job.parse_args(resilient).resilient_rate == 150 and not cluster_job.parse_args(plain).resilient_rate

@@ -74,6 +74,7 @@ async def test_every_scenario_runs_on_kube_without_the_host_touching_a_pod(kmock
     assert set(results) == set(SCENARIOS) and all(r.backend == "kube" and r.sent == 2 for r in results.values())
     assert results["crash"].crash_log_records == 1  # read from the previous container's log
     assert results["rolling-restart"].via_service_sent == 1  # the naive client ran, through the Service
+    assert results["hang"].resilient_sent == 3 and results["hang"].retries == 1  # the resilient one, in the Job
     assert results["rolling-restart"].sigkills == 3  # the old pods' last status: exit code 137
     assert results["hostile-client"].oom_kills == 1  # the victim's lastState: OOMKilled
     # each load stopped when its scenario had seen enough (stop() reached the Job), not at its max_s:

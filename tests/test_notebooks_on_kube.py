@@ -38,7 +38,7 @@ class CountingCluster(FakeCluster):
         self.counted = Counter()  # pod -> echo_requests_total
         self.history = []         # (when, on our clock, a copy of `counted`) after each change
 
-    def load_outcome(self, namespace, elapsed, naive):
+    def load_outcome(self, namespace, elapsed, naive, resilient=False):
         outcome = self.count_load(namespace, naive)
         self.history.append((time.time(), Counter(self.counted)))
         return outcome

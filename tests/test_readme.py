@@ -29,7 +29,8 @@ def markdown_table(first_cell):
 def test_readme_scoreboard_has_the_demos_columns_and_rows():
     header, rows = markdown_table("scenario")
     assert header == ["scenario", *STAGES]
-    results = [ScenarioResult(stage, name, "local", via_service_sent=1 if cls.naive_rate else None)
+    results = [ScenarioResult(stage, name, "local", via_service_sent=1 if cls.naive_rate else None,
+                              resilient_sent=1 if cls.resilient_rate else None)
                for name, cls in SCENARIOS.items() for stage in STAGES]
     assert [row[0] for row in rows] == [heading for heading, _, _ in report.columns(results)]
     assert all(len(row) == len(header) for row in rows)

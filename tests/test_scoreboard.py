@@ -233,37 +233,38 @@ def test_an_exercise_is_not_done_on_the_stage_as_shipped(battery, stage):
 
 
 # -- the client's half: the same faults, met by a client that keeps deadlines --
+# (a resilient client beside the endpoint-aware one, in the same runs)
 
 def assert_within_budget(r):
     policy = Resilience()
     seconds = r.duration_s + 1
-    assert r.retries <= policy.budget_ratio * r.sent + policy.budget_min * seconds, (r.retries, r.sent)
+    assert r.retries <= policy.budget_ratio * r.resilient_sent + policy.budget_min * seconds, (r.retries, r.sent)
+
+
+def resilient_lost(r, cause):
+    return (r.resilient_lost_by_cause or {}).get(cause, 0)
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_a_hung_replica_costs_the_resilient_client_nothing_on_every_stage(battery, stage):
+def test_a_hung_replica_costs_the_resilient_client_nothing_whatever_the_stage(battery, stage):
     """Whatever the stage's probes: the plain client loses what it sends the
-    hung replica; the resilient one retries those elsewhere and ejects it."""
-    plain, resilient = result(battery, stage, "hang"), result(battery, stage, "hang-resilient")
-    assert lost(plain, "hung") > 0
-    assert lost(resilient, "hung") == 0 and set(resilient.lost_by_cause) <= {"unexplained"}, resilient.lost_by_cause
-    assert_explained(resilient)
-    assert resilient.retries > 0 and resilient.ejections >= 1
-    assert_within_budget(resilient)
-
-
-@pytest.mark.parametrize("stage", STAGES)
-def test_a_crash_costs_the_resilient_client_nothing(battery, stage):
-    r = result(battery, stage, "crash-resilient")
-    assert r.restarts == 1 and not set(r.lost_by_cause) - {"unexplained"}, r.lost_by_cause
-    assert_explained(r)
+    hung replica; the resilient one, in the same run, retries those
+    elsewhere and ejects it."""
+    r = result(battery, stage, "hang")
+    assert lost(r, "hung") > 0
+    assert resilient_lost(r, "hung") == 0, r.resilient_lost_by_cause
+    assert resilient_lost(r, "unexplained") <= r.resilient_sent * UNEXPLAINED_SHARE, r.resilient_lost_by_cause
+    assert r.retries > 0 and r.ejections >= 1
     assert_within_budget(r)
 
 
-@pytest.mark.parametrize("stage", NO_READINESS)
-def test_a_replacement_listed_before_it_listens_costs_the_resilient_client_a_retry_not_a_loss(battery, stage):
-    plain, resilient = result(battery, stage, "pod-kill"), result(battery, stage, "pod-kill-resilient")
-    assert lost(plain, "not-listening") > 0, plain.lost_by_cause
-    assert lost(resilient, "not-listening") == 0 and resilient.retries > 0, resilient.lost_by_cause
-    assert_explained(resilient)
-    assert_within_budget(resilient)
+@pytest.mark.parametrize("scenario", ["crash", "pod-kill"])
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_crash_or_a_deleted_pod_costs_the_resilient_client_nothing(battery, stage, scenario):
+    """What was in flight to the dead replica, or sent to a replacement
+    listed before it listens (01-02: how often depends on how fast Python
+    starts), is retried elsewhere."""
+    r = result(battery, stage, scenario)
+    assert not set(r.resilient_lost_by_cause) - {"unexplained"}, r.resilient_lost_by_cause
+    assert resilient_lost(r, "unexplained") <= r.resilient_sent * UNEXPLAINED_SHARE, r.resilient_lost_by_cause
+    assert_within_budget(r)

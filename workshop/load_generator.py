@@ -150,6 +150,8 @@ class _Run:
         """The next endpoint, round-robin, among those that may get a request;
         if every one is ejected, among all (Envoy's panic mode: when all are
         slow, sending to a slow one beats sending to none)."""
+        if besides is None and (self.outliers is None or not self.outliers.out_until):
+            return self.active[next(self.turn) % len(self.active)] if self.active else None  # all in: the fast way
         now = self.now()
         others = [e for e in self.active if e != besides]
         usable = [e for e in others if self.outliers is None or self.outliers.usable(e, now)] or others
@@ -162,8 +164,9 @@ class _Run:
         except zmq.Again:
             return False
         request.endpoint, request.attempt_sent, request.timed_out = endpoint, self.now(), False
-        self.outstanding.pop(request.id, None)
-        self.outstanding[request.id] = request  # last: the outstanding stay in the order of their attempts
+        if request.id in self.outstanding:  # a retry goes last: the outstanding stay in the order of their attempts
+            del self.outstanding[request.id]
+        self.outstanding[request.id] = request
         self.owed[endpoint] += 1
         self.result.per_endpoint[endpoint] = self.result.per_endpoint.get(endpoint, 0) + 1
         if self.outliers:
@@ -207,14 +210,20 @@ class _Run:
         endpoint and is retried elsewhere if the budget allows (else it waits
         on for its reply); a request unanswered for timeout_s is lost."""
         now = self.now()
-        for request in list(self.outstanding.values()):
+        attempt_deadline = now - self.generator.resilience.deadline_s
+        due = []  # the outstanding are in the order of their attempts: the due ones come first
+        for request in self.outstanding.values():
+            if request.attempt_sent > attempt_deadline:
+                break
+            due.append(request)
+        for request in due:
             if request.sent <= now - self.generator.timeout_s:
                 del self.outstanding[request.id]
                 self.owed[request.endpoint] -= 1
                 if not request.timed_out:
                     self.outliers.timed_out(request.endpoint, now)
                 self.give_up(request)
-            elif not request.timed_out and request.attempt_sent <= now - self.generator.resilience.deadline_s:
+            elif not request.timed_out:
                 request.timed_out = True
                 self.outliers.timed_out(request.endpoint, now)
                 self.retry(request, now)
@@ -280,7 +289,7 @@ class LoadSpec:
     attack: str | None = None        # ...or a hostile client on it (hostile.ATTACKS), from...
     fault_at_s: float = 1.0          # ...this long after the load started
     naive_rate: float = 0            # a naive client through the Service too, at this rate
-    resilient: bool = False          # the endpoint-aware client keeps deadlines, retries, ejects
+    resilient_rate: float = 0        # a resilient client beside it too (deadlines, retries, ejection)
 
 
 @dataclass
@@ -294,6 +303,7 @@ class FaultSent:
 class LoadOutcome:
     aware: LoadResult
     naive: LoadResult | None = None
+    resilient: LoadResult | None = None
     fault: FaultSent | None = None
 
 
@@ -320,17 +330,24 @@ def run_load(feed, spec, service_address=None, on_started=None, on_fault=None, s
     if on_started:
         on_started()
     outcome = LoadOutcome(aware=None)
-    naive_thread, naive_errors = None, []
-    if spec.naive_rate:
-        naive = LoadGenerator(naive_address=service_address, rate=spec.naive_rate, timeout_s=spec.timeout_s)
+    side_clients = []  # (thread, errors): the naive client and the resilient one, beside the aware one
 
-        def run_naive():
+    def beside(name, generator):
+        errors = []
+
+        def run():
             try:
-                outcome.naive = naive.run(spec.max_s, during=lambda t: stop.is_set(), start=start)
+                setattr(outcome, name, generator.run(spec.max_s, during=lambda t: stop.is_set(), start=start))
             except BaseException as error:  # raised below, in this function's thread
-                naive_errors.append(error)
-        naive_thread = threading.Thread(target=run_naive, name="naive-load", daemon=True)
-        naive_thread.start()
+                errors.append(error)
+        thread = threading.Thread(target=run, name=f"{name}-load", daemon=True)
+        thread.start()
+        side_clients.append((thread, errors))
+    if spec.naive_rate:
+        beside("naive", LoadGenerator(naive_address=service_address, rate=spec.naive_rate, timeout_s=spec.timeout_s))
+    if spec.resilient_rate:
+        beside("resilient", LoadGenerator(feed, rate=spec.resilient_rate, timeout_s=spec.timeout_s,
+                                          resilience=Resilience()))
 
     hostile = []
 
@@ -341,17 +358,17 @@ def run_load(feed, spec, service_address=None, on_started=None, on_fault=None, s
                 on_fault(outcome.fault)
         return stop.is_set()
     try:
-        resilience = Resilience() if spec.resilient else None
-        outcome.aware = LoadGenerator(feed, rate=spec.rate, timeout_s=spec.timeout_s, resilience=resilience).run(
+        outcome.aware = LoadGenerator(feed, rate=spec.rate, timeout_s=spec.timeout_s).run(
             spec.max_s, during=during, start=start)
     finally:
-        stop.set()  # the naive client and the hostile one stop with the aware one
+        stop.set()  # the clients beside it and the hostile one stop with the aware one
         for client in hostile:
             client.stop()
-        if naive_thread is not None:
-            naive_thread.join()
-    if naive_errors:
-        raise naive_errors[0]
+        for thread, _ in side_clients:
+            thread.join()
+    for _, errors in side_clients:
+        if errors:
+            raise errors[0]
     return outcome
 
 

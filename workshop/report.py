@@ -31,13 +31,15 @@ LESSONS = {
                   "to a socket nobody listens on yet and wait; with one nothing is sent before it is ready.",
     "scale-down": "Two of three replicas removed under load: again a stage without a SIGTERM handler waits "
                   "for SIGKILL, one with a handler drains.",
-    "hang-resilient": "The hang, met by a client that keeps deadlines: an attempt unanswered in 0.1 s is "
-                      "retried on another replica (the echo is idempotent), within a budget of a tenth of the "
-                      "requests; a replica with three time-outs in a row is ejected and probed after a back-off. "
-                      "No probe needed: nothing lost on any stage.",
-    "crash-resilient": "The crash, met by the resilient client: what was in flight to the dead replica is retried.",
-    "pod-kill-resilient": "The pod deletion, met by the resilient client: a replacement listed before it listens "
-                          "costs a retry, not a loss.",
+    "hang, resilient client": "The same hang, met by a client beside the endpoint-aware one that keeps "
+                              "deadlines: an attempt unanswered in 0.1 s is retried on another replica (the "
+                              "echo is idempotent), within a budget of a tenth of the requests; a replica with "
+                              "three time-outs in a row is ejected, and probed after a back-off. Nothing lost, "
+                              "whatever the stage's probes.",
+    "crash, resilient client": "The crash, met by the resilient client: what was in flight to the dead replica "
+                               "is retried.",
+    "pod-kill, resilient client": "The pod deletion, met by the resilient client: an attempt to a replacement "
+                                  "listed before it listens is retried, not lost.",
     "hostile-client": "One client sends megabyte frames to one replica and never reads. Without limits the "
                       "replica queues the echoes until the kernel OOM-kills it at its Deployment's memory limit, "
                       "once or twice while we watch, with the requests in flight; with limits it drops that "
@@ -47,12 +49,16 @@ LESSONS = {
 
 def lost(result):
     """"lost 0", or "lost 243 going-away", or "lost 250: 243 going-away + 7 not-listening"."""
-    causes = result.lost_by_cause or {}
-    if not result.lost or not causes:
-        return f"lost {result.lost}"
+    return lost_text(result.lost, result.lost_by_cause)
+
+
+def lost_text(total, causes):
+    causes = causes or {}
+    if not total or not causes:
+        return f"lost {total}"
     if len(causes) == 1:
-        return f"lost {result.lost} {next(iter(causes))}"
-    return f"lost {result.lost}: " + " + ".join(f"{count} {cause}" for cause, count in causes.items())
+        return f"lost {total} {next(iter(causes))}"
+    return f"lost {total}: " + " + ".join(f"{count} {cause}" for cause, count in causes.items())
 
 
 def cell(result):
@@ -60,8 +66,6 @@ def cell(result):
     r = result
     if r.no_figure:
         return f"no figure: {r.no_figure}"
-    if r.retries is not None:
-        return f"{lost(r)}, {r.retries} retries (+{r.retries / max(1, r.sent):.1%} load), {r.ejections} ejections"
     if r.scenario == "hostile-client":
         held = f"OOM-killed {r.oom_kills}x" if r.oom_kills else "held"
         return f"{held}, {lost(r)}"
@@ -88,13 +92,23 @@ def via_service_cell(result):
     return f"lost {result.via_service_lost} of {result.via_service_sent}"
 
 
+def resilient_cell(result):
+    """The resilient client's fate, beside the endpoint-aware one in the same run."""
+    r = result
+    return f"{lost_text(r.resilient_lost, r.resilient_lost_by_cause)}, {r.retries} retries (+{r.retries / max(1, r.resilient_sent):.1%} load), " \
+           f"{r.ejections} ejections"
+
+
 def columns(results):
     """(heading, the scenario it reads, how to read a result) for every column."""
     found = []
     for scenario in dict.fromkeys(r.scenario for r in results):
         found.append((scenario, scenario, cell))
-        if any(r.scenario == scenario and r.via_service_sent is not None for r in results):
+        of_scenario = [r for r in results if r.scenario == scenario]
+        if any(r.via_service_sent is not None for r in of_scenario):
             found.append((f"{scenario}, naive client via Service", scenario, via_service_cell))
+        if any(r.resilient_sent is not None for r in of_scenario):
+            found.append((f"{scenario}, resilient client", scenario, resilient_cell))
     return found
 
 

@@ -54,10 +54,12 @@ class Outliers:
         return until is None or (now >= until and endpoint not in self.probing)
 
     def sending(self, endpoint):
-        if endpoint in self.out_until:
+        if self.out_until and endpoint in self.out_until:
             self.probing.add(endpoint)  # the one request that decides whether it is back
 
     def answered(self, endpoint):
+        if not self.failures.get(endpoint) and endpoint not in self.out_until:
+            return  # nothing to forget: the common case, kept cheap
         self.failures[endpoint] = 0
         self.ejections.pop(endpoint, None)
         self.out_until.pop(endpoint, None)

@@ -52,7 +52,10 @@ class ScenarioResult:
     lost_to_hung: int | None = None
     sent_to_hung: int | None = None
     oom_kills: int | None = None     # containers the kernel killed at their memory limit
-    retries: int | None = None       # the resilient client's attempts beyond each request's first
+    resilient_sent: int | None = None  # the resilient client beside the endpoint-aware one
+    resilient_lost: int | None = None
+    resilient_lost_by_cause: dict | None = None
+    retries: int | None = None       # its attempts beyond each request's first
     ejections: int | None = None     # ...and the endpoints it took out after time-outs in a row
     no_figure: str | None = None     # why this run could not measure what it is for
     duration_s: float = 0            # of the load
@@ -83,7 +86,7 @@ class Scenario:
     init_process = False
     deletes_pods = False  # waits for deleted pods to be gone: a grace period, if they ignore SIGTERM
     measures_latency = False  # its numbers are latencies: run it when nothing else competes
-    resilient = False  # the endpoint-aware client keeps deadlines, retries, ejects (workshop/resilience.py)
+    resilient_rate = 0  # a resilient client beside the endpoint-aware one (workshop/resilience.py)
 
     def __init__(self, backend, stage):
         self.backend = backend
@@ -102,7 +105,8 @@ class Scenario:
         self.restarts_before = sum(p.restarts for p in self.backend.pods())
         self.load = self.backend.start_load(LoadSpec(
             rate=RATE, timeout_s=self.timeout_s, max_s=self.max_s, fault=self.fault, attack=self.attack,
-            fault_at_s=self.event_at_s, naive_rate=self.naive_rate, resilient=self.resilient))
+            fault_at_s=self.event_at_s, naive_rate=self.naive_rate,
+            resilient_rate=self.resilient_rate))
         deadline = time.monotonic() + self.max_s + LOAD_START_BOUND_S
         while not self.load.finished():
             if time.monotonic() > deadline:
@@ -189,8 +193,12 @@ class Scenario:
         r.oom_kills = sum(p.oom_kills for p in pods)
         if outcome.naive is not None:
             r.via_service_sent, r.via_service_lost = outcome.naive.sent, outcome.naive.lost
-        if self.resilient:
-            r.retries, r.ejections = load.retries, load.ejections
+        if outcome.resilient is not None:
+            resilient = outcome.resilient
+            r.resilient_sent, r.resilient_lost = resilient.sent, resilient.lost
+            r.resilient_lost_by_cause = lost_by_cause(resilient.samples, pods, self.load.started_at, self.timeout_s,
+                                                      struck)
+            r.retries, r.ejections = resilient.retries, resilient.ejections
         terminations = self.backend.terminations()
         r.sigkills = sum(t.sigkilled for t in terminations)
         r.pod_exit_s = [round(t.gone_at - t.deleted_at, 2) for t in terminations
@@ -263,6 +271,7 @@ class PodKill(Scenario):
     name = "pod-kill"
     deletes_pods = True
     max_s = 45
+    resilient_rate = RATE  # the client's half: the same fault, met by a client that keeps deadlines
 
     def act(self):
         ready = sorted(p.name for p in self.backend.pods() if p.ready and not p.terminating)
@@ -283,6 +292,7 @@ class Crash(Scenario):
     name = "crash"
     max_s = 30
     fault = "crash"
+    resilient_rate = RATE  # the client's half: the same fault, met by a client that keeps deadlines
 
     def watch(self, t):
         pod = self.victim_status()
@@ -310,6 +320,7 @@ class Hang(Scenario):
 
     name = "hang"
     fault = "hang"
+    resilient_rate = RATE  # the client's half: the same fault, met by a client that keeps deadlines
     max_s = 45  # past when a liveness kill takes it out: 2 x 5 s + the 30 s grace
     never_out_s = 25  # without a liveness probe it never leaves: this long shows it
 
@@ -434,68 +445,8 @@ class HostileClient(Scenario):
         return (victim is not None and victim.restarts > 0) or t >= self.event_t + self.kill_bound_s
 
 
-# -- the client's half: the same faults, met by a client that keeps deadlines --
-
-class HangResilient(Hang):
-    """The hang, met by the resilient client: three attempts in a row time
-    out (0.1 s each), the hung replica is ejected, its requests retried on
-    the others; after a back-off one request probes it, and it is ejected
-    again. Watched for `watch_s` while the hung replica is still listed, on
-    every stage (a liveness kill takes 17 s or more, or never comes)."""
-
-    name = "hang-resilient"
-    resilient = True
-    max_s = 10
-    watch_s = 8
-
-    def __init__(self, backend, stage):
-        Scenario.__init__(self, backend, stage)  # not Hang's longer watch without liveness
-
-    @classmethod
-    def expected_s(cls, spec):
-        return cls.event_at_s + cls.watch_s
-
-    def recovered(self, t):
-        return t >= self.event_t + self.watch_s
-
-
-class CrashResilient(Crash):
-    """The crash, met by the resilient client: what was in flight to the dead
-    replica, and what it was sent before it left the endpoints, is retried."""
-
-    name = "crash-resilient"
-    resilient = True
-
-
-class PodKillResilient(PodKill):
-    """The pod deletion, met by the resilient client: a replacement listed
-    before it listens (01-02: no readiness probe) costs a retry, not a loss.
-    Watched until the replacement has served a while, not until the deleted
-    pod is gone: out of the endpoints, it gets nothing from this client."""
-
-    name = "pod-kill-resilient"
-    resilient = True
-    deletes_pods = False  # not waited for
-    max_s = 20
-    serving_s = 4         # the replacement ready and answering this long
-
-    @classmethod
-    def expected_s(cls, spec):
-        """Python's start, the replacement's first probes, then serving_s."""
-        first_ready_s = sum(probe.period_s for probe in (spec.startup, spec.readiness) if probe is not None)
-        return cls.event_at_s + 2 + first_ready_s + cls.serving_s
-
-    def watch(self, t):
-        if self.result.recover_s is None and self.backend.rollout_complete() and \
-                self.victim not in {p.name for p in self.backend.pods() if not p.terminating}:
-            self.note_recovery(t)
-
-    def recovered(self, t):
-        return self.result.recover_s is not None and t >= self.event_t + self.result.recover_s + self.serving_s
-
-
 SCENARIOS = {cls.name: cls for cls in (Steady, RollingRestart, RollingRestartInit, PodKill, Crash, Hang, SlowStart,
-                                        ScaleDown, HostileClient, HangResilient, CrashResilient, PodKillResilient)}
+                                        ScaleDown, HostileClient)}
 
 
 def run_scenario(backend, stage, name):

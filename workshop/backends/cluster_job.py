@@ -41,6 +41,7 @@ POLL_S = 0.5        # how often the host reads the Job's log: keeps the API load
 STATUS_S = 2.0      # how often it also reads the Job's status (its failure is not in the log)
 LOAD_JOB_START_S = 150  # a load Job's time beyond its load: scheduling, start-up, every endpoint answering
 SAMPLES_PER_LINE = 500
+CLIENTS = ("aware", "naive", "resilient")  # the load's clients, as their results are named in the log
 # The Job's labels, and the label its pods add: the NetworkPolicy in
 # k8s/network-policy.yaml lets pods with either into the echo port.
 LOADGEN_LABELS = {"app.kubernetes.io/name": "loadgen", "app.kubernetes.io/part-of": "cloudnative-echo"}
@@ -73,7 +74,7 @@ def result_lines(client, result):
 
 def outcome_lines(outcome):
     """Every client's result, then the record that says the log is complete."""
-    for client in ("aware", "naive"):
+    for client in CLIENTS:
         if getattr(outcome, client) is not None:
             yield from result_lines(client, getattr(outcome, client))
     yield line({"done": True})
@@ -106,7 +107,7 @@ def read_fault(lines):
 def read_outcome(lines):
     """The LoadOutcome written by `outcome_lines()`, or None if the aware
     client's totals are missing (the Job died)."""
-    samples = {"aware": [], "naive": []}
+    samples = {client: [] for client in CLIENTS}
     totals = {}
     for record in records(lines):
         if "samples" in record:
@@ -116,7 +117,8 @@ def read_outcome(lines):
     if "aware" not in totals:
         return None
     results = {client: LoadResult(samples=samples[client], **totals[client]) for client in totals}
-    return LoadOutcome(aware=results["aware"], naive=results.get("naive"), fault=read_fault(lines))
+    return LoadOutcome(aware=results["aware"], naive=results.get("naive"), resilient=results.get("resilient"),
+                       fault=read_fault(lines))
 
 
 # -- the Job --
@@ -164,8 +166,8 @@ def load_arguments(namespace, service, spec, service_address):
         arguments += ["--attack", spec.attack, "--fault-at", str(spec.fault_at_s)]
     if spec.naive_rate:
         arguments += ["--naive-rate", str(spec.naive_rate), "--service-address", service_address]
-    if spec.resilient:
-        arguments += ["--resilient"]
+    if spec.resilient_rate:
+        arguments += ["--resilient-rate", str(spec.resilient_rate)]
     return arguments
 
 
@@ -389,8 +391,8 @@ def parse_args(argv):
     load.add_argument("--fault-at", type=float, default=1.0, help="seconds after the load started")
     load.add_argument("--naive-rate", type=float, default=0, help="a naive client through the Service too")
     load.add_argument("--service-address", help="the Service as a ZeroMQ endpoint, e.g. tcp://echo:5555")
-    load.add_argument("--resilient", action="store_true",
-                      help="the endpoint-aware client with deadlines, retries and ejection (workshop/resilience.py)")
+    load.add_argument("--resilient-rate", type=float, default=0,
+                      help="a resilient client too: deadlines, retries, ejection (workshop/resilience.py)")
     return parser.parse_args(argv)
 
 
@@ -412,7 +414,7 @@ def main(argv=None):
         watch_for_stop(api, args.namespace, os.environ[POD_NAME_ENV], stop)
     spec = LoadSpec(rate=args.rate, timeout_s=args.timeout, max_s=args.seconds, fault=args.fault,
                     attack=args.attack, fault_at_s=args.fault_at, naive_rate=args.naive_rate,
-                    resilient=args.resilient)
+                    resilient_rate=args.resilient_rate)
 
     def started():
         load_started.set()
