@@ -46,6 +46,7 @@ notebooks: setup ## Open the workshop notebooks in Jupyter Lab
 bench: setup ## Measure what each stage costs, and what attacks do to it (bench/results/)
 	$(PY) -m bench.run
 	$(PY) -m bench.attacks --out bench/results
+	$(PY) -m bench.client_cost --out bench/results
 
 diff: ## Show what a stage adds: make diff FROM=03 TO=04 (CHAPTER=1: its chapter too)
 	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make diff FROM=03 TO=04 [CHAPTER=1]"; exit 2; }
