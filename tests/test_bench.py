@@ -32,3 +32,18 @@ def test_bench_smoke_run_measures_every_target(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "| 05-metrics |" in report and "Goals:" in report
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.timeout(120)
+def test_the_resilient_clients_cost_is_measured(tmp_path):
+    """bench/client_cost.py, smoke-sized: both clients measured against real
+    replicas, and its goals reported (the figures are `make bench`'s)."""
+    run = subprocess.run([sys.executable, "-m", "bench.client_cost", "--smoke", "--out", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=100)
+    assert run.returncode == 0, run.stderr
+    summary = json.loads((tmp_path / "client_cost.json").read_text())["summary"]
+    assert set(summary) == {"plain", "resilient"}
+    assert all(m["throughput"] > 0 and m["p99_us"] > 0 for m in summary.values())
+    assert summary["plain"]["retries"] == 0
+    report = (tmp_path / "client_cost.md").read_text()
+    assert "resilient ≥ 0.95× plain throughput" in report and "p99 within 10 %" in report
