@@ -12,13 +12,13 @@ steady 1,000 requests/s, every request's latency. Goals (issue 18): the
 resilient client ≥ 0.95× the plain one's throughput, p99 within 10 %.
 """
 
-import argparse
 import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from bench.run import parse_args
 from workshop.feed import Endpoint, EndpointFeed
 from workshop.load_generator import LoadGenerator
 from workshop.process import ServerProcess, free_port
@@ -68,13 +68,7 @@ def goals(summary):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m bench.client_cost", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int)
-    parser.add_argument("--smoke", action="store_true", help="tiny durations: checks the benchmark runs")
-    parser.add_argument("--out", default=str(BENCH / "results"))
-    args = parser.parse_args(argv)
-    settings = dict(SMOKE if args.smoke else FULL)
-    settings["rounds"] = args.rounds or settings["rounds"]
+    args, settings = parse_args(argv, "python -m bench.client_cost", __doc__, FULL, SMOKE)
     samples = {mode: [] for mode in MODES}
     with tempfile.TemporaryDirectory(prefix="echo-client-bench-") as workdir:
         stage, servers = replicas(workdir)

@@ -227,15 +227,20 @@ def plot(summary, path):
     plt.close(figure)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+def parse_args(argv, prog, doc, full, smoke):
+    """A benchmark's command line, the same for each: (args, its settings)."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--smoke", action="store_true", help="tiny durations: checks the benchmark runs")
     parser.add_argument("--out", default=str(BENCH / "results"))
     args = parser.parse_args(argv)
-    settings = dict(SMOKE if args.smoke else FULL)
-    if args.rounds:
-        settings["rounds"] = args.rounds
+    settings = dict(smoke if args.smoke else full)
+    settings["rounds"] = args.rounds or settings["rounds"]
+    return args, settings
+
+
+def main(argv=None):
+    args, settings = parse_args(argv, "python -m bench.run", __doc__, FULL, SMOKE)
     client_name, client = client_command()
     all_targets = targets()
     samples = {name: [] for name in all_targets}

@@ -37,7 +37,6 @@ class Request:
     endpoint: str | None
     attempt_sent: float = 0.0   # when its latest attempt went out (resilient mode)
     timed_out: bool = False     # its latest attempt passed its deadline
-    idempotent: bool = True     # an echo: safe to send again (a fault request is not, and is never sent here)
 
 
 @dataclass
@@ -150,7 +149,7 @@ class _Run:
         """The next endpoint, round-robin, among those that may get a request;
         if every one is ejected, among all (Envoy's panic mode: when all are
         slow, sending to a slow one beats sending to none)."""
-        if besides is None and (self.outliers is None or not self.outliers.out_until):
+        if besides is None and (self.outliers is None or not self.outliers.any_out):
             return self.active[next(self.turn) % len(self.active)] if self.active else None  # all in: the fast way
         now = self.now()
         others = [e for e in self.active if e != besides]
@@ -229,7 +228,9 @@ class _Run:
                 self.retry(request, now)
 
     def retry(self, request, now):
-        if not request.idempotent or not self.budget.allows(now):
+        """Every request here is an echo, idempotent: safe to send twice. (The
+        fault requests are not, and go out on a socket of their own, never retried.)"""
+        if not self.budget.allows(now):
             return
         elsewhere = self.pick(besides=request.endpoint)
         if elsewhere is None:

@@ -47,6 +47,11 @@ class Outliers:
         self.probing = set()     # endpoints let back for one request
         self.ejected = 0         # ejections so far
 
+    @property
+    def any_out(self):
+        """True while some endpoint is ejected (or being probed)."""
+        return bool(self.out_until)
+
     def usable(self, endpoint, now):
         """True if `endpoint` may get a request now: it is in, or its
         back-off is over and no probe request is on its way to it."""
@@ -54,7 +59,7 @@ class Outliers:
         return until is None or (now >= until and endpoint not in self.probing)
 
     def sending(self, endpoint):
-        if self.out_until and endpoint in self.out_until:
+        if endpoint in self.out_until:
             self.probing.add(endpoint)  # the one request that decides whether it is back
 
     def answered(self, endpoint):
